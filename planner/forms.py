@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from django import forms
+from django.conf import settings
+
+from planner.models import HardwareProfile, PocRequest
+from plugins import registry
+from plugins.artifacts import ModelLoadError, check_model_dir
+from workers.datasets import DataError, parse_task_data, split_examples
+
+DEMO = "demo"
+UPLOAD = "upload"
+
+
+def local_model_choices() -> list[tuple[str, str]]:
+    """Directories directly under MODELS_ROOT that hold a saved model."""
+    root = settings.MODELS_ROOT
+    if not root.is_dir():
+        return []
+    return [(p.name, p.name) for p in sorted(root.iterdir()) if p.is_dir() and (p / "config.json").is_file()]
+
+
+def resolve_model_dir(ref: str) -> Path:
+    """The model directory for a form value, refusing anything outside MODELS_ROOT (symlinks included)."""
+    if ref == DEMO:
+        return settings.DEMO_MODEL_DIR
+    root = settings.MODELS_ROOT.resolve()
+    candidate = (root / ref).resolve()
+    if candidate == root or root not in candidate.parents:
+        raise forms.ValidationError("Pick a model directory inside the models folder.")
+    return candidate
+
+
+class PocRequestForm(forms.ModelForm):
+    model_ref = forms.ChoiceField(label="Model", help_text="The model to compress, as it is served today.")
+    dataset_ref = forms.ChoiceField(
+        label="Task data",
+        choices=[
+            (DEMO, "Demo: Wikipedia lead paragraphs by topic (11 labels)"),
+            (UPLOAD, "Upload a CSV or JSONL file"),
+        ],
+        help_text="20% of it, chosen by a fixed hash, is held out for accuracy and never trained on.",
+    )
+    dataset_upload = forms.FileField(
+        label="Data file",
+        required=False,
+        help_text="CSV or JSONL with a 'text' column and a 'label' column (UTF-8).",
+    )
+    techniques = forms.MultipleChoiceField(
+        label="Techniques to try",
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Each technique becomes one candidate, measured against the baseline on the same device.",
+    )
+
+    class Meta:
+        model = PocRequest
+        fields = [
+            "title",
+            "model_ref",
+            "dataset_ref",
+            "dataset_upload",
+            "p95_target_ms",
+            "accuracy_floor_pct",
+            "requests_per_day",
+            "peak_factor",
+            "target_utilisation",
+            "hardware",
+            "horizon_months",
+            "engineering_hours",
+            "engineering_rate",
+            "currency",
+            "techniques",
+        ]
+        labels = {
+            "p95_target_ms": "p95 latency target (ms)",
+            "target_utilisation": "Target utilisation (0–1)",
+        }
+        help_texts = {
+            "accuracy_floor_pct": "A candidate must keep at least this share of the baseline's accuracy.",
+            "peak_factor": "Peak traffic ÷ average traffic.",
+            "target_utilisation": "How busy a replica may run at peak; headroom for bursts.",
+            "engineering_hours": "Hours to take a compressed model to production.",
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model_ref"].choices = [(DEMO, "Demo: MiniLM-L6 fine-tuned on Wikipedia topics")] + [
+            (ref, f"Local: {label}") for ref, label in local_model_choices()
+        ]
+        self.fields["hardware"].queryset = HardwareProfile.objects.all()
+        self.fields["techniques"].choices = [
+            (name, f"{cls.title} ({name})") for name, cls in registry.techniques().items()
+        ]
+        self.fields["techniques"].initial = ["quantize.dynamic-int8"]
+
+    def clean_model_ref(self) -> str:
+        ref = self.cleaned_data["model_ref"]
+        try:
+            check_model_dir(resolve_model_dir(ref))
+        except ModelLoadError as exc:
+            if ref == DEMO:
+                raise forms.ValidationError(
+                    "The demo model is not built yet; run `make demo` (or `python manage.py demo_setup`)."
+                ) from None
+            raise forms.ValidationError(str(exc)) from None
+        return ref
+
+    def clean_dataset_upload(self):
+        upload = self.cleaned_data.get("dataset_upload")
+        if upload is None:
+            return None
+        if upload.size > settings.DATA_UPLOAD_MAX_BYTES:
+            limit_mib = settings.DATA_UPLOAD_MAX_BYTES / 2**20
+            raise forms.ValidationError(
+                f"The file is {upload.size / 2**20:.1f} MiB; the limit is {limit_mib:.0f} MiB."
+            )
+        raw = upload.read()
+        upload.seek(0)
+        try:
+            examples = parse_task_data(raw, upload.name)
+            split_examples(examples)
+        except DataError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return upload
+
+    def clean(self):
+        data = super().clean()
+        if (
+            data.get("dataset_ref") == UPLOAD
+            and not data.get("dataset_upload")
+            and "dataset_upload" not in self.errors
+        ):
+            self.add_error("dataset_upload", "Choose a CSV or JSONL file to upload, or pick the demo data.")
+        hardware = data.get("hardware")
+        if hardware and data.get("currency") and hardware.currency != data["currency"]:
+            self.add_error(
+                "currency",
+                f"{hardware.name} is priced in {hardware.currency}; choose {hardware.currency} or another hardware profile.",
+            )
+        if hardware and data.get("techniques"):
+            for name in data["techniques"]:
+                try:
+                    registry.validate_pipeline(
+                        [{"technique": name}],
+                        device=hardware.device_kind,
+                        task=PocRequest.Task.SEQUENCE_CLASSIFICATION,
+                    )
+                except ValueError as exc:
+                    self.add_error("techniques", str(exc))
+        return data
+
+    @property
+    def pipelines(self) -> list[list[dict]]:
+        return [[{"technique": name, "params": {}}] for name in self.cleaned_data.get("techniques", [])]
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "title": data["title"],
+            "model_ref": data["model_ref"],
+            "dataset_ref": data["dataset_ref"],
+            "dataset_file": data.get("dataset_upload") if data["dataset_ref"] == UPLOAD else None,
+            "p95_target_ms": data["p95_target_ms"],
+            "accuracy_floor_pct": data["accuracy_floor_pct"],
+            "requests_per_day": data["requests_per_day"],
+            "peak_factor": data["peak_factor"],
+            "target_utilisation": data["target_utilisation"],
+            "hardware": data["hardware"],
+            "horizon_months": data["horizon_months"],
+            "engineering_hours": data["engineering_hours"],
+            "engineering_rate": data["engineering_rate"],
+            "currency": data["currency"],
+            "pipelines": self.pipelines,
+        }
+
+
+DEFAULTS = {
+    "p95_target_ms": Decimal("50"),
+    "accuracy_floor_pct": Decimal("97"),
+    "requests_per_day": 2_000_000,
+    "peak_factor": Decimal("2"),
+    "target_utilisation": Decimal("0.7"),
+    "horizon_months": 12,
+    "engineering_hours": Decimal("40"),
+    "engineering_rate": Decimal("100"),
+    "currency": "USD",
+}

@@ -1,0 +1,168 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+CURRENCIES = [("USD", "US dollar"), ("EUR", "Euro"), ("JPY", "Japanese yen"), ("GBP", "Pound sterling")]
+
+
+class HardwareProfile(models.Model):
+    class DeviceKind(models.TextChoices):
+        CPU = "cpu", "CPU"
+        CUDA = "cuda", "NVIDIA GPU (CUDA)"
+
+    name = models.CharField(max_length=100, unique=True)
+    device_kind = models.CharField(max_length=8, choices=DeviceKind.choices)
+    price_per_hour = models.DecimalField(
+        max_digits=12, decimal_places=4, validators=[MinValueValidator(Decimal("0"))]
+    )
+    currency = models.CharField(max_length=3, choices=CURRENCIES, default="USD")
+    power_watts = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Average draw, for energy and CO₂."
+    )
+    notes = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["device_kind", "price_per_hour"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.price_per_hour.normalize():f} {self.currency}/h)"
+
+    @property
+    def queue(self) -> str:
+        return "gpu" if self.device_kind == self.DeviceKind.CUDA else "cpu"
+
+
+class PocRequest(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Finished"
+        FAILED = "failed", "Failed"
+
+    class Task(models.TextChoices):
+        SEQUENCE_CLASSIFICATION = "sequence-classification", "Text classification"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="poc_requests")
+    title = models.CharField(max_length=200)
+    task = models.CharField(max_length=32, choices=Task.choices, default=Task.SEQUENCE_CLASSIFICATION)
+    # "demo" or a directory relative to MODELS_ROOT.
+    model_ref = models.CharField(max_length=500)
+    # "demo" or "upload" (then dataset_file holds the CSV/JSONL).
+    dataset_ref = models.CharField(max_length=500)
+    dataset_file = models.FileField(upload_to="datasets/%Y/%m/", blank=True)
+    p95_target_ms = models.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(600_000)],
+    )
+    accuracy_floor_pct = models.DecimalField(
+        "accuracy floor (% of baseline)",
+        max_digits=5,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("1")), MaxValueValidator(Decimal("100"))],
+    )
+    requests_per_day = models.PositiveBigIntegerField(validators=[MaxValueValidator(10**12)])
+    peak_factor = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        default=Decimal("2"),
+        validators=[MinValueValidator(Decimal("1")), MaxValueValidator(Decimal("100"))],
+    )
+    target_utilisation = models.DecimalField(
+        max_digits=4,
+        decimal_places=2,
+        default=Decimal("0.7"),
+        validators=[MinValueValidator(Decimal("0.05")), MaxValueValidator(Decimal("1"))],
+    )
+    hardware = models.ForeignKey(HardwareProfile, on_delete=models.PROTECT, related_name="poc_requests")
+    horizon_months = models.PositiveSmallIntegerField(
+        default=12, validators=[MinValueValidator(1), MaxValueValidator(120)]
+    )
+    engineering_hours = models.DecimalField(
+        max_digits=8,
+        decimal_places=1,
+        default=Decimal("40"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("100000"))],
+    )
+    engineering_rate = models.DecimalField(
+        "engineering rate per hour",
+        max_digits=10,
+        decimal_places=2,
+        default=Decimal("100"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1000000"))],
+    )
+    currency = models.CharField(max_length=3, choices=CURRENCIES, default="USD")
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
+class Candidate(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        MEASURED = "measured", "Measured"
+        FAILED = "failed", "Failed"
+
+    request = models.ForeignKey(PocRequest, on_delete=models.CASCADE, related_name="candidates")
+    position = models.PositiveSmallIntegerField()
+    # [] is the baseline: the model as it is.
+    pipeline = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+
+    accuracy = models.FloatField(null=True, blank=True)
+    macro_f1 = models.FloatField(null=True, blank=True)
+    # [{"batch_size", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps", "iterations"}, ...]
+    latency = models.JSONField(default=list, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    parameters = models.BigIntegerField(null=True, blank=True)
+    nonzero_parameters = models.BigIntegerField(null=True, blank=True)
+    peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    produce_seconds = models.FloatField(null=True, blank=True)
+    device_hours = models.FloatField(null=True, blank=True)
+    environment = models.JSONField(default=dict, blank=True)
+    notes = models.JSONField(default=dict, blank=True)
+    artifact_path = models.CharField(max_length=500, blank=True)
+    measured_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["request", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "position"], name="candidate_unique_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}#{self.position} {self.label}"
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.pipeline
+
+    @property
+    def label(self) -> str:
+        from plugins.registry import pipeline_label
+
+        return pipeline_label(self.pipeline)
+
+    def latency_at(self, batch_size: int) -> dict | None:
+        return next((p for p in self.latency if p["batch_size"] == batch_size), None)

@@ -1,0 +1,121 @@
+"""Settings, all read from the environment (django-environ); defaults give the one-machine demo."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+env.read_env(BASE_DIR / ".env")  # optional; real deployments set variables directly
+
+VAR_DIR = Path(env.path("VAR_DIR", default=str(BASE_DIR / "var")))
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="insecure-demo-key-set-SECRET_KEY-in-production" if DEBUG else "")
+if not SECRET_KEY:
+    raise environ.ImproperlyConfigured("Set SECRET_KEY (or DEBUG=true for the local demo).")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "planner",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files from gunicorn, so a deployment needs no separate file server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "planner.urls"
+WSGI_APPLICATION = "planner.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if "DATABASE_URL" not in env:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)  # the demo's SQLite file lives here
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'planner.sqlite3'}")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+MEDIA_URL = "media/"
+MEDIA_ROOT = VAR_DIR / "media"
+ARTIFACTS_ROOT = Path(env.path("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")))
+# Local model directories users may pick; only directories inside it are accepted.
+MODELS_ROOT = Path(env.path("MODELS_ROOT", default=str(VAR_DIR / "models")))
+DEMO_MODEL_DIR = Path(env.path("DEMO_MODEL_DIR", default=str(VAR_DIR / "demo" / "minilm-wiki-topics")))
+DATA_UPLOAD_MAX_BYTES = env.int("DATA_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "planner:request-list"
+LOGOUT_REDIRECT_URL = "login"
+
+# Celery. The demo uses the filesystem transport under var/ so it needs no server; set
+# CELERY_BROKER_URL=redis://... for real deployments and the tests.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+_broker_dir = VAR_DIR / "broker"
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"data_folder_in": str(_broker_dir / "queue"), "data_folder_out": str(_broker_dir / "queue")}
+    if CELERY_BROKER_URL.startswith("filesystem")
+    else {
+        # Longer than the longest PoC (the hard time limit below), so Redis never redelivers a job that is
+        # still running on a live worker.
+        "visibility_timeout": 6 * 3600 + 600,
+    }
+)
+CELERY_TASK_IGNORE_RESULT = True  # the database is the record of every result
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # PoCs are long: never hoard a second one behind a running one
+CELERY_TASK_ACKS_LATE = True  # only safe because run_poc is idempotent
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+POC_SOFT_TIME_LIMIT_S = env.int("POC_SOFT_TIME_LIMIT_S", default=6 * 3600)
+
+# Measurement defaults (overridable per deployment; tests shrink them).
+MEASURE_BATCH_SIZES = env.list("MEASURE_BATCH_SIZES", cast=int, default=[1, 8, 32])
+MEASURE_MIN_ITERATIONS = env.int("MEASURE_MIN_ITERATIONS", default=100)
+MEASURE_MIN_SECONDS = env.float("MEASURE_MIN_SECONDS", default=2.0)
+MEASURE_WARMUP = env.int("MEASURE_WARMUP", default=5)
+MEASURE_THREADS = env.int("MEASURE_THREADS", default=0)  # 0: all cores of the worker
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)

@@ -1,0 +1,269 @@
+"""How a model is measured: task accuracy, latency over a batch sweep, memory, size, environment.
+
+Every candidate of a PoC goes through the same functions in the same process on the same device, so
+the figures compare. torch is imported here, so only worker processes import this module.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from plugins.base import Example
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    # Timed iterations per batch size: at least min_iterations and min_seconds, unless that would take
+    # longer than max_seconds; then at least floor_iterations, so a slow large batch cannot stall a PoC.
+    min_iterations: int = 100
+    min_seconds: float = 2.0
+    max_seconds: float = 60.0
+    floor_iterations: int = 20
+    warmup: int = 5
+    threads: int = 0  # 0: every core the process may use
+    max_length: int = 128
+    eval_batch_size: int = 32
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fix_threads(requested: int) -> int:
+    """Pin torch's intra-op thread count so every candidate runs with the same parallelism."""
+    threads = requested or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def _encode(tokenizer: Any, texts: Sequence[str], max_length: int, device: str) -> dict[str, torch.Tensor]:
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def evaluate_classifier(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    label2id: dict[str, int],
+    *,
+    device: str,
+    max_length: int,
+    batch_size: int,
+) -> dict[str, float]:
+    """Accuracy and macro-F1 on held-out examples."""
+    gold: list[int] = []
+    predicted: list[int] = []
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            logits = model(**_encode(tokenizer, [e.text for e in chunk], max_length, device)).logits
+            predicted.extend(logits.argmax(dim=-1).tolist())
+            gold.extend(label2id[str(e.label)] for e in chunk)
+    return {
+        "accuracy": _accuracy(gold, predicted),
+        "macro_f1": macro_f1(gold, predicted, sorted(label2id.values())),
+    }
+
+
+def _accuracy(gold: Sequence[int], predicted: Sequence[int]) -> float:
+    return sum(g == p for g, p in zip(gold, predicted, strict=True)) / len(gold) if gold else 0.0
+
+
+def macro_f1(gold: Sequence[int], predicted: Sequence[int], classes: Sequence[int]) -> float:
+    """Unweighted mean of per-class F1 over the classes present in gold or predictions."""
+    scores = []
+    for cls in classes:
+        tp = sum(g == cls and p == cls for g, p in zip(gold, predicted, strict=True))
+        fp = sum(g != cls and p == cls for g, p in zip(gold, predicted, strict=True))
+        fn = sum(g == cls and p != cls for g, p in zip(gold, predicted, strict=True))
+        if tp + fp + fn == 0:
+            continue  # class absent from both: it says nothing about this model
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method) of already sorted values."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    rank = (len(sorted_values) - 1) * q
+    low = int(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def latency_sweep(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, device: str, config: MeasureConfig
+) -> list[dict[str, float]]:
+    """p50/p95/p99 and throughput per batch size, on batches of real eval texts at their real lengths.
+
+    Tokenization happens before the clock starts: the figures are the model's forward pass, which is
+    what compression changes.
+    """
+    if not texts:
+        raise ValueError("latency needs at least one eval text")
+    points = []
+    with torch.inference_mode():
+        for batch_size in config.batch_sizes:
+            batches = [
+                _encode(
+                    tokenizer,
+                    [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)],
+                    config.max_length,
+                    device,
+                )
+                for i in range(min(32, max(1, len(texts) // batch_size)))
+            ]
+            for i in range(config.warmup):
+                model(**batches[i % len(batches)])
+            _sync(device)
+            timings: list[float] = []
+            started = time.perf_counter()
+            while True:
+                batch = batches[len(timings) % len(batches)]
+                t0 = time.perf_counter()
+                model(**batch)
+                _sync(device)
+                timings.append(time.perf_counter() - t0)
+                elapsed = time.perf_counter() - started
+                enough = len(timings) >= config.min_iterations and elapsed >= config.min_seconds
+                too_long = elapsed >= config.max_seconds and len(timings) >= config.floor_iterations
+                if enough or too_long:
+                    break
+            ordered = sorted(t * 1000 for t in timings)
+            p50 = _percentile(ordered, 0.50)
+            points.append(
+                {
+                    "batch_size": batch_size,
+                    "p50_ms": p50,
+                    "p95_ms": _percentile(ordered, 0.95),
+                    "p99_ms": _percentile(ordered, 0.99),
+                    "mean_ms": sum(ordered) / len(ordered),
+                    "throughput_rps": batch_size / (p50 / 1000),
+                    "iterations": len(ordered),
+                    "mean_tokens": sum(int(b["attention_mask"].sum()) for b in batches)
+                    / (len(batches) * batch_size),
+                }
+            )
+    return points
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(parameters, non-zero parameters), counting int8 weights of quantized layers too."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    total = nonzero = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        tensors: list[torch.Tensor] = []
+        if isinstance(module, DynamicQuantizedLinear):
+            weight = module.weight()
+            tensors.append(weight.dequantize())
+            if module.bias() is not None:
+                tensors.append(module.bias())
+        else:
+            tensors.extend(p for p in module.parameters(recurse=False) if id(p) not in seen)
+            seen.update(id(p) for p in module.parameters(recurse=False))
+        for tensor in tensors:
+            total += tensor.numel()
+            nonzero += int(torch.count_nonzero(tensor.detach()))
+    return total, nonzero
+
+
+class PeakMemory:
+    """Peak memory while the block runs: CUDA max allocated, or the process's peak RSS on CPU.
+
+    On Linux the RSS high-water mark is reset first (``/proc/self/clear_refs``), so the figure belongs to
+    this block and not to whatever the process did before.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.peak_bytes: int | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.startswith("cuda"):
+            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+        else:
+            self.peak_bytes = _rss_high_water_mark()
+
+
+def _rss_high_water_mark() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def device_description(device: str) -> dict[str, Any]:
+    if device.startswith("cuda"):
+        index = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(index)
+        return {
+            "device": device,
+            "device_name": props.name,
+            "gpu_memory_bytes": int(props.total_memory),
+            "cuda": torch.version.cuda,
+            "driver": _nvidia_driver(),
+        }
+    return {"device": "cpu", "device_name": _cpu_model(), "cpu_count": os.cpu_count()}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            return f.readline().strip()
+    except OSError:
+        return None
+
+
+def software_versions() -> dict[str, str]:
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "quantized_engine": torch.backends.quantized.engine,
+    }

@@ -1,0 +1,248 @@
+"""The PoC runner: a plain spec in, one result per candidate out. Knows nothing of Django or Celery.
+
+The baseline (an empty pipeline) and every candidate are produced, saved, reloaded from what was saved,
+and measured by the same code in this one process, so their figures compare.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plugins import registry
+from plugins.artifacts import load_pretrained, save_model
+from plugins.base import Context, Example, TechniqueError
+from workers.datasets import DataError, Split, load_demo_examples, parse_task_data, split_examples
+
+Report = Callable[[float, str], None]
+
+
+class PocError(Exception):
+    """The whole PoC cannot go on (model or data unusable); the message says why."""
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    key: str
+    pipeline: Sequence[dict[str, Any]]  # [] is the baseline
+
+
+@dataclass(frozen=True)
+class PocSpec:
+    task: str
+    model_dir: str
+    dataset: str  # "demo" or a path to a CSV/JSONL file
+    device: str
+    candidates: Sequence[CandidateSpec]
+    artifacts_dir: str
+    seed: int = 0
+    measure: Any = None  # workers.measure.MeasureConfig; typed loosely so building a spec needs no torch
+
+
+@dataclass
+class CandidateResult:
+    key: str
+    ok: bool
+    error: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    artifact_path: str = ""
+
+
+def load_examples(dataset: str) -> list[Example]:
+    if dataset == "demo":
+        return load_demo_examples()
+    path = Path(dataset)
+    return parse_task_data(path.read_bytes(), path.name)
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
+    """Measure every candidate of ``spec`` and yield each result as soon as it is known."""
+    import torch
+
+    from workers.measure import (
+        MeasureConfig,
+        PeakMemory,
+        count_parameters,
+        device_description,
+        evaluate_classifier,
+        fix_threads,
+        latency_sweep,
+        software_versions,
+    )
+
+    config: MeasureConfig = spec.measure or MeasureConfig()
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        raise PocError(
+            "This request runs on a GPU, but this worker has no CUDA device; route it to a GPU worker."
+        )
+    threads = fix_threads(config.threads)
+    _seed_everything(spec.seed)
+
+    report(0.0, "loading the model and the task data")
+    try:
+        teacher, tokenizer = load_pretrained(Path(spec.model_dir), spec.task, device=spec.device)
+        split = split_examples(load_examples(spec.dataset))
+    except (DataError, OSError, ValueError) as exc:
+        raise PocError(str(exc)) from exc
+    label2id = _label_mapping(teacher, split)
+
+    environment = {
+        **device_description(spec.device),
+        **software_versions(),
+        "threads": threads,
+        "seed": spec.seed,
+        "train_examples": len(split.train),
+        "eval_examples": len(split.eval),
+        "measure": config.as_dict(),
+    }
+    eval_texts = [e.text for e in split.eval]
+    total = len(spec.candidates)
+    for index, candidate in enumerate(spec.candidates):
+
+        def step_report(fraction: float, message: str, _index: int = index, _label: str = "") -> None:
+            overall = (_index + max(0.0, min(1.0, fraction))) / total
+            report(overall, message)
+
+        label = registry.pipeline_label(candidate.pipeline)
+        step_report(0.0, f"{label}: producing")
+        _seed_everything(spec.seed)
+        try:
+            started = time.perf_counter()
+            produced, notes = _produce(teacher, tokenizer, split, candidate, spec, config, step_report)
+            produce_seconds = time.perf_counter() - started if candidate.pipeline else 0.0
+
+            step_report(0.5, f"{label}: saving and reloading")
+            artifact = Path(spec.artifacts_dir) / f"candidate-{candidate.key}"
+            size_bytes = save_model(produced, tokenizer, artifact, card=_model_card(label, candidate, notes))
+            del produced
+            gc.collect()
+            model, reloaded_tokenizer = load_pretrained(artifact, spec.task, device=spec.device)
+
+            step_report(0.6, f"{label}: measuring accuracy on {len(split.eval)} held-out examples")
+            quality = evaluate_classifier(
+                model,
+                reloaded_tokenizer,
+                split.eval,
+                label2id,
+                device=spec.device,
+                max_length=config.max_length,
+                batch_size=config.eval_batch_size,
+            )
+            step_report(0.75, f"{label}: measuring latency at batch sizes {list(config.batch_sizes)}")
+            with PeakMemory(spec.device) as memory:
+                latency = latency_sweep(
+                    model, reloaded_tokenizer, eval_texts, device=spec.device, config=config
+                )
+            parameters, nonzero = count_parameters(model)
+            del model
+            gc.collect()
+        except (TechniqueError, MemoryError, torch.OutOfMemoryError) as exc:
+            reason = "ran out of memory" if not isinstance(exc, TechniqueError) else str(exc)
+            yield CandidateResult(candidate.key, ok=False, error=f"{label}: {reason}")
+            continue
+        versions = {step["technique"]: registry.version_of(step["technique"]) for step in candidate.pipeline}
+        yield CandidateResult(
+            candidate.key,
+            ok=True,
+            figures={
+                **quality,
+                "latency": latency,
+                "size_bytes": size_bytes,
+                "parameters": parameters,
+                "nonzero_parameters": nonzero,
+                "peak_memory_bytes": memory.peak_bytes,
+                "produce_seconds": produce_seconds,
+                "device_hours": produce_seconds / 3600,
+            },
+            environment={**environment, "plugins": versions},
+            notes=notes,
+            artifact_path=str(artifact),
+        )
+        step_report(1.0, f"{label}: measured")
+
+
+def _label_mapping(model: Any, split: Split) -> dict[str, int]:
+    label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
+    missing = [label for label in split.labels if label not in label2id]
+    if missing:
+        known = ", ".join(sorted(label2id)) or "none"
+        raise PocError(
+            f"The model does not predict the data's labels {', '.join(missing)}; its labels are: {known}. "
+            "Use data labelled with the model's labels, or a model fine-tuned on these labels."
+        )
+    return label2id
+
+
+def _produce(
+    teacher: Any,
+    tokenizer: Any,
+    split: Split,
+    candidate: CandidateSpec,
+    spec: PocSpec,
+    config: Any,
+    step_report: Report,
+) -> tuple[Any, dict[str, Any]]:
+    """Apply the pipeline's techniques in order to a copy of the teacher."""
+    if not candidate.pipeline:
+        return teacher, {}
+    model = copy.deepcopy(teacher)
+    notes: dict[str, Any] = {}
+    steps = len(candidate.pipeline)
+    for position, step in enumerate(candidate.pipeline):
+        technique_cls = registry.get(step["technique"])
+        params = technique_cls.clean_params(step.get("params"))
+
+        def technique_report(
+            fraction: float, message: str, _p: int = position, _n: str = technique_cls.name
+        ) -> None:
+            step_report(0.5 * (_p + fraction) / steps, f"{_n}: {message}")
+
+        ctx = Context(
+            task=spec.task,
+            device=spec.device,
+            seed=spec.seed,
+            tokenizer=tokenizer,
+            teacher=teacher,
+            train=split.train,
+            eval=split.eval,
+            labels=split.labels,
+            max_length=config.max_length,
+            work_dir=spec.artifacts_dir,
+            report=technique_report,
+        )
+        model = technique_cls().apply(model, ctx, params)
+        if technique_cls.speedup_caveat:
+            notes.setdefault("caveats", []).append(technique_cls.speedup_caveat)
+        notes.update(ctx.notes)
+    return model, notes
+
+
+def _model_card(label: str, candidate: CandidateSpec, notes: dict[str, Any]) -> str:
+    lines = [f"# {label}", "", "Produced by the Compression ROI Planner.", "", "Pipeline:"]
+    lines += [f"- `{s['technique']}` {s.get('params', {})}" for s in candidate.pipeline] or [
+        "- (the original model)"
+    ]
+    if any(s["technique"].startswith("quantize.dynamic") for s in candidate.pipeline):
+        lines += [
+            "",
+            "Format: int8 weights and scales in `model.safetensors`, listed in `roi_planner.json`. Only this "
+            "tool reloads this format (`plugins.artifacts.load_pretrained`); transformers alone does not.",
+        ]
+    for key, value in notes.items():
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines) + "\n"
