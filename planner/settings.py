@@ -87,7 +87,11 @@ LOGOUT_REDIRECT_URL = "login"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {"data_folder_in": str(_broker_dir / "queue"), "data_folder_out": str(_broker_dir / "queue")}
+    {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "control_folder": str(_broker_dir / "control"),
+    }
     if CELERY_BROKER_URL.startswith("filesystem")
     else {
         # Longer than the longest PoC (the hard time limit below), so Redis never redelivers a job that is
