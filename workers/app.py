@@ -13,8 +13,7 @@ app.conf.task_routes = {"workers.tasks.run_poc": {"queue": "cpu"}}  # services p
 app.conf.task_default_queue = "cpu"
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 
-for folder in {
-    v for k, v in (app.conf.broker_transport_options or {}).items() if k.startswith("data_folder")
-}:
+for key, folder in (app.conf.broker_transport_options or {}).items():
     # The filesystem transport of the demo needs its folders to exist before the first message.
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    if key.endswith("_folder") or key.startswith("data_folder"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
