@@ -96,8 +96,11 @@ class Example:
 class Context:
     """What a technique gets besides the model it transforms.
 
-    ``teacher`` is the original model (for distillation or recovery); ``train`` may be unlabeled;
-    ``eval`` is held out and must never be trained on. ``report(fraction, message)`` shows progress.
+    ``teacher`` is the original model (for distillation or recovery) and ``teacher_tokenizer`` its
+    tokenizer; ``tokenizer`` is the tokenizer of the model being transformed, which a technique may
+    replace (vocabulary pruning does) by assigning a new one. ``train`` may be unlabeled; ``eval`` is held
+    out and must never be trained on. ``report(fraction, message)`` shows progress; ``notes`` collects
+    what the technique wants shown with the result (e.g. the sparsity it reached).
     """
 
     task: str
@@ -112,6 +115,11 @@ class Context:
     work_dir: str | None = None
     report: Callable[[float, str], None] = lambda fraction, message: None
     notes: dict[str, Any] = field(default_factory=dict)
+    teacher_tokenizer: Any = None
+
+    def __post_init__(self) -> None:
+        if self.teacher_tokenizer is None:
+            self.teacher_tokenizer = self.tokenizer
 
     def accelerator(self, **kwargs: Any) -> Any:
         """An ``accelerate.Accelerator`` placed on this run's device, for training loops."""
@@ -154,6 +162,12 @@ class Technique:
         if unknown:
             raise ParamError(f"{cls.name} has no parameter {', '.join(unknown)}")
         return {p.name: p.clean(raw.get(p.name)) for p in cls.params}
+
+    @classmethod
+    def check(cls, params: Mapping[str, Any], *, device: str, task: str) -> str | None:
+        """Why these (already cleaned) parameters cannot run on ``device``, or None. Override when a
+        parameter's support depends on the device, e.g. fp16 only on CUDA."""
+        return None
 
     @classmethod
     def refusal(cls, *, device: str, task: str) -> str | None:

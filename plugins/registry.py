@@ -120,6 +120,9 @@ def validate_pipeline(steps: Sequence[Mapping[str, Any]], *, device: str, task: 
             params = cls.clean_params(step.get("params"))
         except ParamError as exc:
             raise ParamError(f"step {position}: {exc}") from None
+        problem = cls.check(params, device=device, task=task)
+        if problem:
+            raise ParamError(f"step {position}: {cls.name}: {problem}")
         cleaned.append({"technique": cls.name, "params": params})
     return cleaned
 

@@ -123,13 +123,16 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
         _seed_everything(spec.seed)
         try:
             started = time.perf_counter()
-            produced, notes = _produce(teacher, tokenizer, split, candidate, spec, config, step_report)
+            produced, produced_tokenizer, notes = _produce(
+                teacher, tokenizer, split, candidate, spec, config, step_report
+            )
             produce_seconds = time.perf_counter() - started if candidate.pipeline else 0.0
 
             step_report(0.5, f"{label}: saving and reloading")
             artifact = Path(spec.artifacts_dir) / f"candidate-{candidate.key}"
-            size_bytes = save_model(produced, tokenizer, artifact, card=_model_card(label, candidate, notes))
-            del produced
+            card = _model_card(label, candidate, notes)
+            size_bytes = save_model(produced, produced_tokenizer, artifact, card=card)
+            del produced, produced_tokenizer
             gc.collect()
             model, reloaded_tokenizer = load_pretrained(artifact, spec.task, device=spec.device)
 
@@ -196,11 +199,12 @@ def _produce(
     spec: PocSpec,
     config: Any,
     step_report: Report,
-) -> tuple[Any, dict[str, Any]]:
-    """Apply the pipeline's techniques in order to a copy of the teacher."""
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Apply the pipeline's techniques in order to a copy of the teacher; return (model, tokenizer, notes)."""
     if not candidate.pipeline:
-        return teacher, {}
+        return teacher, tokenizer, {}
     model = copy.deepcopy(teacher)
+    current_tokenizer = tokenizer
     notes: dict[str, Any] = {}
     steps = len(candidate.pipeline)
     for position, step in enumerate(candidate.pipeline):
@@ -216,7 +220,8 @@ def _produce(
             task=spec.task,
             device=spec.device,
             seed=spec.seed,
-            tokenizer=tokenizer,
+            tokenizer=current_tokenizer,
+            teacher_tokenizer=tokenizer,
             teacher=teacher,
             train=split.train,
             eval=split.eval,
@@ -226,10 +231,11 @@ def _produce(
             report=technique_report,
         )
         model = technique_cls().apply(model, ctx, params)
+        current_tokenizer = ctx.tokenizer
         if technique_cls.speedup_caveat:
             notes.setdefault("caveats", []).append(technique_cls.speedup_caveat)
-        notes.update(ctx.notes)
-    return model, notes
+        notes.update({f"{technique_cls.name}: {key}": value for key, value in ctx.notes.items()})
+    return model, current_tokenizer, notes
 
 
 def _model_card(label: str, candidate: CandidateSpec, notes: dict[str, Any]) -> str:
