@@ -9,10 +9,31 @@ from django.conf import settings
 from planner.models import HardwareProfile, PocRequest
 from plugins import registry
 from plugins.artifacts import ModelLoadError, check_model_dir
+from plugins.base import Param
 from workers.datasets import DataError, parse_task_data, split_examples
 
 DEMO = "demo"
 UPLOAD = "upload"
+MAX_CANDIDATES = 12
+
+
+def param_field(param: Param) -> forms.Field:
+    """A form field rendered from a technique parameter's schema; its help text is the description."""
+    common = {
+        "label": param.name.replace("_", " "),
+        "help_text": param.help,
+        "initial": param.default,
+        "required": False,  # empty means the default
+    }
+    if param.type is bool:
+        return forms.BooleanField(**common)
+    if param.choices is not None:
+        return forms.TypedChoiceField(choices=[(c, c) for c in param.choices], coerce=param.type, **common)
+    if param.type is int:
+        return forms.IntegerField(min_value=param.minimum, max_value=param.maximum, **common)
+    if param.type is float:
+        return forms.FloatField(min_value=param.minimum, max_value=param.maximum, **common)
+    return forms.CharField(required=False, **common)
 
 
 def local_model_choices() -> list[tuple[str, str]]:
@@ -49,10 +70,19 @@ class PocRequestForm(forms.ModelForm):
         required=False,
         help_text="CSV or JSONL with a 'text' column and a 'label' column (UTF-8).",
     )
-    techniques = forms.MultipleChoiceField(
-        label="Techniques to try",
+    candidates = forms.MultipleChoiceField(
+        label="Candidates to try",
         widget=forms.CheckboxSelectMultiple,
-        help_text="Each technique becomes one candidate, measured against the baseline on the same device.",
+        required=False,
+        help_text="Each pipeline becomes one candidate, measured against the baseline on the same device.",
+    )
+    custom_pipelines = forms.CharField(
+        label="More pipelines",
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": "prune.layers → prune.vocabulary → quantize.dynamic-int8"}
+        ),
+        help_text="One per line, steps joined by → (or >). A quantizer must be the last step.",
     )
 
     class Meta:
@@ -72,7 +102,8 @@ class PocRequestForm(forms.ModelForm):
             "engineering_hours",
             "engineering_rate",
             "currency",
-            "techniques",
+            "candidates",
+            "custom_pipelines",
         ]
         labels = {
             "p95_target_ms": "p95 latency target (ms)",
@@ -91,10 +122,35 @@ class PocRequestForm(forms.ModelForm):
             (ref, f"Local: {label}") for ref, label in local_model_choices()
         ]
         self.fields["hardware"].queryset = HardwareProfile.objects.all()
-        self.fields["techniques"].choices = [
-            (name, f"{cls.title} ({name})") for name, cls in registry.techniques().items()
+        offered = {
+            " → ".join(steps): steps
+            for device in HardwareProfile.DeviceKind.values
+            for steps in registry.default_plan(device=device, task=PocRequest.Task.SEQUENCE_CLASSIFICATION)
+        }
+        self.fields["candidates"].choices = [(label, label) for label in offered]
+        cpu_plan = registry.default_plan(device="cpu", task=PocRequest.Task.SEQUENCE_CLASSIFICATION)
+        self.fields["candidates"].initial = [
+            " → ".join(p) for p in cpu_plan if p == ["quantize.dynamic-int8"] or len(p) > 2
         ]
-        self.fields["techniques"].initial = ["quantize.dynamic-int8"]
+        self.pipelines: list[list[dict]] = []
+        self.param_groups = []
+        for name, cls in registry.techniques().items():
+            names = []
+            for param in cls.params:
+                field_name = f"param:{name}:{param.name}"
+                self.fields[field_name] = param_field(param)
+                names.append(field_name)
+            self.param_groups.append({"technique": cls, "fields": names})
+
+    def technique_fieldsets(self):
+        """Per technique, its class and its bound parameter fields, for the template."""
+        return [
+            {"technique": g["technique"], "fields": [self[name] for name in g["fields"]]}
+            for g in self.param_groups
+        ]
+
+    def main_fields(self):
+        return [self[name] for name in self.Meta.fields]
 
     def clean_model_ref(self) -> str:
         ref = self.cleaned_data["model_ref"]
@@ -140,21 +196,35 @@ class PocRequestForm(forms.ModelForm):
                 "currency",
                 f"{hardware.name} is priced in {hardware.currency}; choose {hardware.currency} or another hardware profile.",
             )
-        if hardware and data.get("techniques"):
-            for name in data["techniques"]:
-                try:
-                    registry.validate_pipeline(
-                        [{"technique": name}],
-                        device=hardware.device_kind,
-                        task=PocRequest.Task.SEQUENCE_CLASSIFICATION,
-                    )
-                except ValueError as exc:
-                    self.add_error("techniques", str(exc))
+        if hardware:
+            self._clean_pipelines(data, hardware.device_kind)
         return data
 
-    @property
-    def pipelines(self) -> list[list[dict]]:
-        return [[{"technique": name, "params": {}}] for name in self.cleaned_data.get("techniques", [])]
+    def _clean_pipelines(self, data: dict, device: str) -> None:
+        chosen = [registry.parse_pipeline(label) for label in data.get("candidates", [])]
+        custom = [registry.parse_pipeline(line) for line in data.get("custom_pipelines", "").splitlines()]
+        params = {
+            name: {p.name: data.get(f"param:{name}:{p.name}") for p in cls.params}
+            for name, cls in registry.techniques().items()
+        }
+        pipelines: list[list[dict]] = []
+        for steps in chosen + [c for c in custom if c]:
+            raw = [{"technique": name, "params": params.get(name, {})} for name in steps]
+            field = "custom_pipelines" if steps in custom else "candidates"
+            try:
+                cleaned = registry.validate_pipeline(
+                    raw, device=device, task=PocRequest.Task.SEQUENCE_CLASSIFICATION
+                )
+            except ValueError as exc:
+                self.add_error(field, f"{' → '.join(steps)}: {exc}")
+                continue
+            if cleaned not in pipelines:
+                pipelines.append(cleaned)
+        if len(pipelines) > MAX_CANDIDATES:
+            self.add_error(
+                "candidates", f"Pick at most {MAX_CANDIDATES} candidates; {len(pipelines)} were chosen."
+            )
+        self.pipelines = pipelines
 
     def service_kwargs(self) -> dict:
         data = self.cleaned_data

@@ -129,3 +129,35 @@ def validate_pipeline(steps: Sequence[Mapping[str, Any]], *, device: str, task: 
 
 def pipeline_label(steps: Sequence[Mapping[str, Any]]) -> str:
     return " → ".join(str(s["technique"]) for s in steps) if steps else "baseline"
+
+
+# Hybrids offered by default, most aggressive first; each is offered only where all its techniques are
+# installed and accept the device and task with their default parameters.
+DEFAULT_HYBRIDS: tuple[tuple[str, ...], ...] = (
+    ("distill.kd", "prune.ffn", "prune.vocabulary", "quantize.dynamic-int8"),
+    ("distill.kd", "quantize.dynamic-int8"),
+    ("distill.kd", "prune.ffn", "quantize.half"),
+    ("prune.layers", "quantize.dynamic-int8"),
+)
+
+
+def _runs(steps: Sequence[str], *, device: str, task: str) -> bool:
+    try:
+        validate_pipeline([{"technique": name} for name in steps], device=device, task=task)
+    except ParamError:
+        return False
+    return True
+
+
+def default_plan(*, device: str, task: str) -> list[list[str]]:
+    """The candidates a new request offers: each single technique, then the hybrids that can run here."""
+    singles = [[name] for name in techniques() if _runs([name], device=device, task=task)]
+    hybrids = [list(h) for h in DEFAULT_HYBRIDS if _runs(h, device=device, task=task)]
+    return singles + hybrids
+
+
+def parse_pipeline(text: str) -> list[str]:
+    """'distill.kd → prune.ffn → quantize.dynamic-int8' (or with '>' or ',') as a list of names."""
+    for separator in ("→", "->", ">", ","):
+        text = text.replace(separator, "\n")
+    return [name.strip() for name in text.splitlines() if name.strip()]

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from planner.models import Candidate, HardwareProfile, PocRequest
 from tests.conftest import wait_for
+from tests.planner.test_views import default_params
 from tests.tiny import tiny_csv
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -33,7 +34,8 @@ def test_request_filed_in_the_browser_is_measured_by_a_worker(
             "engineering_hours": "10",
             "engineering_rate": "100",
             "currency": "USD",
-            "techniques": ["quantize.dynamic-int8"],
+            "candidates": ["quantize.dynamic-int8"],
+            **default_params(),
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]

@@ -36,10 +36,23 @@ def _form(hardware, **overrides):
         "engineering_hours": "40",
         "engineering_rate": "100",
         "currency": "USD",
-        "techniques": ["quantize.dynamic-int8"],
+        "candidates": ["quantize.dynamic-int8"],
     }
+    data.update(default_params())
     data.update(overrides)
     return {k: v for k, v in data.items() if v is not None}
+
+
+def default_params():
+    """What a browser submits for untouched parameter fields: checked boxes for true defaults."""
+    from plugins import registry
+
+    return {
+        f"param:{name}:{p.name}": "on"
+        for name, cls in registry.techniques().items()
+        for p in cls.params
+        if p.type is bool and p.default
+    }
 
 
 def test_pages_need_a_login(client, db):
@@ -104,7 +117,13 @@ def test_gpu_hardware_goes_to_the_gpu_queue(user, tiny_model_dir, sent, django_c
         ),
         ({"model_ref": "../../etc"}, "model_ref", "Select a valid choice"),
         ({"currency": "EUR"}, "currency", "priced in USD"),
-        ({"techniques": ["no.such"]}, "techniques", "Select a valid choice"),
+        ({"candidates": ["no.such"]}, "candidates", "Select a valid choice"),
+        ({"custom_pipelines": "no.such"}, "custom_pipelines", "Unknown technique &#x27;no.such&#x27;"),
+        (
+            {"custom_pipelines": "quantize.dynamic-int8 → quantize.dynamic-int8"},
+            "custom_pipelines",
+            "must be the last step",
+        ),
     ],
 )
 def test_bad_input_is_explained_next_to_the_field(
