@@ -108,10 +108,11 @@ def keep_layers(model: Any, indices: Sequence[int], *, inplace: bool = False) ->
         for module in layer.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
                 module.layer_idx = new_index
-    configs = {id(c): c for c in (getattr(model, "config", None), getattr(parent, "config", None)) if c}
+    candidates = (getattr(model, "config", None), getattr(parent, "config", None))
+    configs = {id(c): c for c in candidates if c is not None}
     for config in configs.values():
         for name in LAYER_COUNT_ATTRS:
-            if isinstance(getattr(config, name, None), int):
+            if getattr(config, name, None) == total:
                 setattr(config, name, len(kept))
         layer_types = getattr(config, "layer_types", None)
         if isinstance(layer_types, list | tuple) and len(layer_types) == total:
