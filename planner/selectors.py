@@ -59,9 +59,13 @@ def poc_request_roi(*, poc_request: PocRequest) -> roi.RoiReport | None:
     return roi.evaluate([measurement_for(c) for c in measured], economics_for(poc_request))
 
 
+NOT_FASTER_BELOW = 1.05  # a speedup under 5% is within run-to-run noise: not faster
+
+
 def candidate_comparisons(*, poc_request: PocRequest) -> dict[int, dict[str, Any]]:
-    """Per measured candidate: speedup at batch 1 and size ratio against the baseline, with a flag when
-    the candidate is smaller but not faster, and the reason where known."""
+    """Per measured candidate: p95 speedup at batch 1 and size ratio against the baseline, and a verdict
+    when it is not faster ("smaller but not faster", "neither smaller nor faster") with the reasons the
+    techniques give (unstructured sparsity, weight-only formats, …)."""
     candidates = list(poc_request.candidates.all())
     baseline = next((c for c in candidates if c.is_baseline and c.status == Candidate.Status.MEASURED), None)
     out: dict[int, dict[str, Any]] = {}
@@ -73,12 +77,16 @@ def candidate_comparisons(*, poc_request: PocRequest) -> dict[int, dict[str, Any
             continue
         speedup = base_p95 / c.latency_at(1)["p95_ms"]
         size_ratio = (baseline.size_bytes or 0) / c.size_bytes if c.size_bytes else None
-        smaller_not_faster = bool(size_ratio and size_ratio > 1.05 and speedup < 1.05)
-        reasons = list(c.notes.get("caveats", [])) if smaller_not_faster else []
+        verdict = ""
+        if speedup < NOT_FASTER_BELOW:
+            verdict = "smaller but not faster" if size_ratio and size_ratio >= NOT_FASTER_BELOW else "not faster"
+            if size_ratio is not None and size_ratio < NOT_FASTER_BELOW:
+                verdict = "neither smaller nor faster"
         out[c.pk] = {
             "speedup": speedup,
             "size_ratio": size_ratio,
-            "smaller_not_faster": smaller_not_faster,
-            "reasons": reasons,
+            "accuracy_kept": c.accuracy / baseline.accuracy if baseline.accuracy else None,
+            "verdict": verdict,
+            "reasons": list(c.notes.get("caveats", [])) if verdict else [],
         }
     return out

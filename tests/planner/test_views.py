@@ -144,7 +144,7 @@ def test_a_cpu_only_technique_is_refused_for_gpu_hardware(client_logged_in, tiny
     assert not PocRequest.objects.exists()
 
 
-def _measured(candidate, *, accuracy, p95_ms, size):
+def _measured(candidate, *, accuracy, p95_ms, size, notes=None):
     latency = [
         {
             "batch_size": 1,
@@ -170,7 +170,9 @@ def _measured(candidate, *, accuracy, p95_ms, size):
     }
     services.candidate_record_result(
         candidate=candidate,
-        result=CandidateResult(str(candidate.pk), ok=True, figures=figures, environment={"device": "cpu"}),
+        result=CandidateResult(
+            str(candidate.pk), ok=True, figures=figures, environment={"device": "cpu"}, notes=notes or {}
+        ),
     )
 
 
@@ -239,3 +241,33 @@ def test_progress_endpoint(client_logged_in, user, cpu_hardware, sent):
 def test_technique_page_lists_parameters(client_logged_in):
     body = client_logged_in.get(reverse("planner:technique-list")).content.decode()
     assert "per_channel" in body and "Jacob et al. 2018" in body
+
+
+def test_smaller_but_not_faster_is_flagged_with_the_reason(client_logged_in, user, cpu_hardware, sent):
+    poc_request = services.poc_request_create(
+        owner=user,
+        title="Sparse",
+        model_ref="demo",
+        dataset_ref="demo",
+        p95_target_ms=Decimal(30),
+        accuracy_floor_pct=Decimal(97),
+        requests_per_day=1000,
+        hardware=cpu_hardware,
+        pipelines=[
+            [{"technique": "quantize.dynamic-int8"}],
+            [{"technique": "quantize.dynamic-int8", "params": {"per_channel": False}}],
+        ],
+    )
+    base, smaller, same = poc_request.candidates.all()
+    _measured(base, accuracy=0.9, p95_ms=20, size=4_000_000)
+    _measured(
+        smaller,
+        accuracy=0.9,
+        p95_ms=19.9,
+        size=1_000_000,
+        notes={"caveats": ["weights dequantized on the fly"]},
+    )
+    _measured(same, accuracy=0.9, p95_ms=20.5, size=4_000_000)
+    body = client_logged_in.get(reverse("planner:request-detail", args=[poc_request.pk])).content.decode()
+    assert "smaller but not faster: weights dequantized on the fly" in body
+    assert "neither smaller nor faster" in body
