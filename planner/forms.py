@@ -33,7 +33,7 @@ def param_field(param: Param) -> forms.Field:
         return forms.IntegerField(min_value=param.minimum, max_value=param.maximum, **common)
     if param.type is float:
         return forms.FloatField(min_value=param.minimum, max_value=param.maximum, **common)
-    return forms.CharField(required=False, **common)
+    return forms.CharField(**common)
 
 
 def local_model_choices() -> list[tuple[str, str]]:

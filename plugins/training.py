@@ -118,3 +118,327 @@ def keep_layers(model: Any, indices: Sequence[int], *, inplace: bool = False) ->
         if isinstance(layer_types, list | tuple) and len(layer_types) == total:
             config.layer_types = [layer_types[i] for i in kept]
     return model
+
+
+def _accelerator(ctx: Context, **kwargs: Any) -> Any:
+    """``ctx.accelerator(**kwargs)``, tolerating accelerate's process-wide state.
+
+    accelerate keeps one ``AcceleratorState`` per process: once a CPU run set it up, a later CUDA run in the
+    same worker process would silently stay on the CPU, and a different ``mixed_precision`` raises. Either
+    way the state is reset and the accelerator built again for this run's device.
+    """
+    import torch
+    from accelerate.state import AcceleratorState
+
+    try:
+        accelerator = ctx.accelerator(**kwargs)
+    except ValueError as exc:
+        if "already been initialized" not in str(exc):
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        accelerator = ctx.accelerator(**kwargs)
+    if accelerator.device.type != torch.device(ctx.device).type:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        accelerator = ctx.accelerator(**kwargs)
+    return accelerator
+
+
+def _refuse_untrainable(student: Any, ctx: Context) -> None:
+    if student is ctx.teacher:
+        raise TechniqueError("The student must be a copy of the teacher, not the teacher itself")
+    quantized = [name for name, module in student.named_modules() if ".quantized" in type(module).__module__]
+    if quantized:
+        raise TechniqueError(
+            "This model has quantized layers, which cannot be trained: put distillation or recovery "
+            "fine-tuning before quantization in the pipeline"
+        )
+    if not any(p.requires_grad for p in student.parameters()):
+        raise TechniqueError("The student has no trainable parameters")
+
+
+def _default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Uniform mapping g(m) = m·N/M of TinyBERT: student hidden state m (0 = embeddings) learns teacher
+    hidden state g(m); the last student layer always learns the teacher's last layer."""
+    return [round(m * teacher_layers / student_layers) for m in range(student_layers + 1)]
+
+
+def _index_stream(count: int, size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Batches of ``size`` example indices, reshuffled every pass over the data, without end."""
+    order: list[int] = []
+    while True:
+        batch: list[int] = []
+        while len(batch) < size:
+            if not order:
+                order = list(range(count))
+                rng.shuffle(order)
+            take = size - len(batch)
+            batch += order[:take]
+            order = order[take:]
+        yield batch
+
+
+def kd_finetune(
+    student: Any,
+    ctx: Context,
+    *,
+    steps: int | None = None,
+    epochs: float = 1.0,
+    learning_rate: float = 5e-5,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    hidden_weight: float = 0.0,
+    layer_map: Sequence[int] | None = None,
+    report: Callable[[float, str], None] | None = None,
+    gradient_accumulation_steps: int = 1,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    stats: dict[str, Any] | None = None,
+) -> Any:
+    """Fine-tune ``student`` to imitate ``ctx.teacher`` on ``ctx.train``; return it in eval mode.
+
+    Loss per batch: ``alpha·T²·KL(p_teacher ‖ p_student)`` on the temperature-``T`` softmaxes (Hinton et al.
+    2015; the usual direction, i.e. cross-entropy against the teacher's soft targets up to a constant) plus
+    ``(1 − alpha)·CE(student, label)`` when the batch has labels; examples whose ``label`` is None are
+    learnt from the soft targets alone, and a batch without any label uses the soft-target loss with weight
+    1. With ``hidden_weight > 0`` it adds ``hidden_weight ×`` the mean squared error between the student's
+    hidden state ``i`` and the teacher's hidden state ``layer_map[i]`` (TinyBERT / MiniLM style), where
+    index 0 is the embedding output and ``i`` the output of block ``i``; ``layer_map`` has one entry per
+    student hidden state (blocks + 1) and defaults to evenly spaced teacher layers. Padding is left out.
+
+    The teacher reads ``ctx.teacher_tokenizer``'s encoding of the texts and the student ``ctx.tokenizer``'s
+    (they differ after vocabulary pruning). Optimizer steps: ``epochs × ceil(len(train) / batch_size)``,
+    capped at ``steps`` when given; ``batch_size`` examples per optimizer step, split into
+    ``gradient_accumulation_steps`` micro-batches. AdamW, linear warmup (``warmup_ratio``) then linear
+    decay, gradient norm clipped at 1, bf16 autocast on CUDA. Seeded from ``ctx.seed``. Progress goes to
+    ``report`` (default ``ctx.report``) about every 5 % of the steps. ``stats``, when given, receives steps,
+    first_loss, final_loss (mean over the last reporting window), seconds, examples and batch_size.
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers import get_linear_schedule_with_warmup
+
+    started = time.perf_counter()
+    report = report or ctx.report
+    teacher = ctx.teacher
+    if teacher is None:
+        raise TechniqueError("Distillation needs the original model as the teacher")
+    examples = list(ctx.train)  # never ctx.eval: it is held out for measuring
+    if not examples:
+        raise TechniqueError(
+            "There are no training examples to distill on; give task data (labels are optional)"
+        )
+    if temperature <= 0:
+        raise TechniqueError(f"temperature must be positive, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise TechniqueError(f"alpha must be between 0 and 1, got {alpha}")
+    if hidden_weight < 0:
+        raise TechniqueError(f"hidden_weight must not be negative, got {hidden_weight}")
+    if batch_size < 1 or gradient_accumulation_steps < 1:
+        raise TechniqueError("batch_size and gradient_accumulation_steps must be at least 1")
+    if epochs <= 0 and not steps:
+        raise TechniqueError("Give a positive number of epochs or steps")
+    _refuse_untrainable(student, ctx)
+
+    label2id = {str(k): int(v) for k, v in (getattr(student.config, "label2id", None) or {}).items()}
+    targets: list[int] = []
+    unknown: set[str] = set()
+    for example in examples:
+        if example.label is None:
+            targets.append(-100)
+        elif str(example.label) in label2id:
+            targets.append(label2id[str(example.label)])
+        else:
+            unknown.add(str(example.label))
+    if unknown:
+        known = ", ".join(sorted(label2id)) or "none"
+        raise TechniqueError(
+            f"The training labels {', '.join(sorted(unknown))} are not labels of the model ({known})"
+        )
+
+    use_hidden = hidden_weight > 0
+    if use_hidden:
+        student_size = getattr(student.config, "hidden_size", None)
+        teacher_size = getattr(teacher.config, "hidden_size", None)
+        if student_size != teacher_size:
+            raise TechniqueError(
+                f"The hidden-state loss compares hidden states of equal width; the student's are "
+                f"{student_size} wide and the teacher's {teacher_size}. Set hidden_weight to 0."
+            )
+        student_layers, teacher_layers = layer_count(student), layer_count(teacher)
+        layer_map = (
+            list(layer_map) if layer_map is not None else _default_layer_map(student_layers, teacher_layers)
+        )
+        if len(layer_map) != student_layers + 1 or not all(0 <= j <= teacher_layers for j in layer_map):
+            raise TechniqueError(
+                f"layer_map needs {student_layers + 1} teacher hidden-state indices (0 = embeddings, "
+                f"up to {teacher_layers}), got {layer_map}"
+            )
+
+    limits = [
+        getattr(m.config, "max_position_embeddings", None) for m in (student, teacher) if hasattr(m, "config")
+    ]
+    max_length = min([max_length or ctx.max_length] + [n for n in limits if isinstance(n, int) and n > 0])
+
+    batch_size = min(batch_size, len(examples))
+    accumulation = min(gradient_accumulation_steps, batch_size)
+    micro_batch = math.ceil(batch_size / accumulation)
+    per_epoch = math.ceil(len(examples) / batch_size)
+    total = max(1, math.ceil(round(epochs * per_epoch, 6))) if epochs > 0 else int(steps or 1)
+    if steps:
+        total = min(total, int(steps))
+
+    torch.manual_seed(ctx.seed)
+    rng = random.Random(ctx.seed)
+    mixed = "bf16" if ctx.device.startswith("cuda") and torch.cuda.is_bf16_supported() else "no"
+    accelerator = _accelerator(ctx, gradient_accumulation_steps=accumulation, mixed_precision=mixed)
+    device = accelerator.device
+    student.to(device)
+    student.train()
+    teacher.eval()
+    try:
+        teacher_device = next(teacher.parameters()).device
+    except StopIteration:
+        teacher_device = torch.device("cpu")
+
+    decay = [p for p in student.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in student.parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=learning_rate,
+    )
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, num_warmup_steps=int(warmup_ratio * total), num_training_steps=total
+    )
+    own_forward = student.__dict__.get("forward")  # normally None: the class's forward is used
+    model, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+
+    texts = [e.text for e in examples]
+    same_tokenizer = ctx.teacher_tokenizer is ctx.tokenizer
+
+    def encode(tokenizer: Any, batch_texts: list[str], on: Any) -> dict[str, Any]:
+        encoded = tokenizer(
+            batch_texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        return {k: v.to(on) for k, v in encoded.items()}
+
+    # The teacher is frozen and in eval mode, so its logits per example never change: computed once.
+    teacher_logits: dict[int, Any] = {}
+
+    def teacher_outputs(batch: list[int], student_inputs: dict[str, Any]) -> tuple[Any, Any]:
+        missing = [i for i in batch if i not in teacher_logits] if not use_hidden else batch
+        hidden = None
+        if missing:
+            if same_tokenizer and missing == batch:
+                inputs = {k: v.to(teacher_device) for k, v in student_inputs.items()}
+            else:
+                inputs = encode(ctx.teacher_tokenizer, [texts[i] for i in missing], teacher_device)
+            with torch.inference_mode(), accelerator.autocast():
+                out = teacher(**inputs, output_hidden_states=use_hidden)
+            # Clones outside inference mode: inference tensors cannot be saved for the student's backward.
+            logits = out.logits.float().to(device).clone()
+            if use_hidden:
+                hidden = [h.float().to(device).clone() for h in out.hidden_states]
+                return logits, hidden
+            for row, i in enumerate(missing):
+                teacher_logits[i] = logits[row]
+        return torch.stack([teacher_logits[i] for i in batch]), hidden
+
+    def batch_loss(batch: list[int]) -> Any:
+        inputs = encode(ctx.tokenizer, [texts[i] for i in batch], device)
+        t_logits, t_hidden = teacher_outputs(batch, inputs)
+        out = model(**inputs, output_hidden_states=use_hidden)
+        s_logits = out.logits.float()
+        if s_logits.shape != t_logits.shape:
+            raise TechniqueError(
+                f"The student predicts {s_logits.shape[-1]} classes and the teacher {t_logits.shape[-1]}; "
+                "distillation needs the same label set"
+            )
+        kd = F.kl_div(
+            F.log_softmax(s_logits / temperature, dim=-1),
+            F.log_softmax(t_logits / temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        ) * (temperature**2)
+        if any(targets[i] >= 0 for i in batch):
+            labels = torch.tensor([targets[i] for i in batch], device=device)
+            loss = alpha * kd + (1.0 - alpha) * F.cross_entropy(s_logits, labels, ignore_index=-100)
+        else:
+            loss = kd
+        if use_hidden:
+            loss = loss + hidden_weight * hidden_loss(
+                out.hidden_states, t_hidden, inputs.get("attention_mask")
+            )
+        return loss
+
+    def hidden_loss(s_hidden: Sequence[Any], t_hidden: Sequence[Any], mask: Any) -> Any:
+        assert layer_map is not None
+        if len(s_hidden) != len(layer_map):
+            raise TechniqueError(
+                f"The student returned {len(s_hidden)} hidden states, expected {len(layer_map)}"
+            )
+        if s_hidden[0].shape != t_hidden[0].shape:
+            raise TechniqueError(
+                "The hidden-state loss needs the teacher and the student to split texts into the same "
+                "tokens, and their tokenizers differ; set hidden_weight to 0"
+            )
+        weights = (
+            mask.unsqueeze(-1).float()
+            if mask is not None
+            else torch.ones(*s_hidden[0].shape[:2], 1, device=device)
+        )
+        denominator = weights.sum() * s_hidden[0].shape[-1]
+        terms = [
+            (((s_hidden[i].float() - t_hidden[j]) ** 2) * weights).sum() / denominator
+            for i, j in enumerate(layer_map)
+        ]
+        return torch.stack(terms).mean()
+
+    report(0.0, f"distilling: {total} steps of {batch_size} examples")
+    every = max(1, round(total / 20))
+    stream = _index_stream(len(examples), micro_batch, rng)
+    window: list[Any] = []
+    first_loss = final_loss = float("nan")
+    for step in range(1, total + 1):
+        step_loss = 0.0
+        for _ in range(accumulation):
+            batch = next(stream)
+            with accelerator.accumulate(model):
+                loss = batch_loss(batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            step_loss = step_loss + loss.detach() / accumulation
+        window.append(step_loss)
+        if step == 1:
+            first_loss = float(step_loss)
+        if step % every == 0 or step == total:
+            final_loss = float(torch.stack(window).mean())
+            window = []
+            report(step / total, f"step {step}/{total}, loss {final_loss:.3f}")
+
+    # Undo accelerate's autocast wrapper by hand: unwrap_model(keep_fp32_wrapper=False) follows every
+    # ``__wrapped__`` down to the bare function, which also strips transformers' own decorators of
+    # ``forward`` (``can_return_tuple``, output capturing), leaving a model that misbehaves afterwards.
+    student = accelerator.unwrap_model(model)
+    student.__dict__.pop("_original_forward", None)
+    if own_forward is None:
+        student.__dict__.pop("forward", None)
+    else:
+        student.forward = own_forward
+    accelerator.free_memory()
+    student.eval()
+    if stats is not None:
+        stats.update(
+            steps=total,
+            first_loss=first_loss,
+            final_loss=final_loss,
+            seconds=time.perf_counter() - started,
+            examples=len(examples),
+            batch_size=batch_size,
+        )
+    return student

@@ -14,7 +14,7 @@ from tests.tiny import LABELS, tiny_texts
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 # Keep training techniques to a few steps: this checks that they run, not how well.
-FAST = {"distill.kd": {"student_layers": 1, "max_steps": 3, "batch_size": 8}}
+FAST = {"distill.kd": {"student_layers": 1, "max_steps": 3, "batch_size": 8}, "prune.layers": {"keep": 1}}
 TECHNIQUES = sorted(registry.techniques())
 
 

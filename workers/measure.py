@@ -162,24 +162,18 @@ def latency_sweep(
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(parameters, non-zero parameters), counting int8 weights of quantized layers too."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+    """(parameters, non-zero parameters), counting the weights of quantized layers too; tied weights once."""
+    from plugins.quantize import dense_tensors
 
     total = nonzero = 0
     seen: set[int] = set()
     for module in model.modules():
-        tensors: list[torch.Tensor] = []
-        if isinstance(module, DynamicQuantizedLinear):
-            weight = module.weight()
-            tensors.append(weight.dequantize())
-            if module.bias() is not None:
-                tensors.append(module.bias())
-        else:
-            tensors.extend(p for p in module.parameters(recurse=False) if id(p) not in seen)
-            seen.update(id(p) for p in module.parameters(recurse=False))
-        for tensor in tensors:
+        for key, tensor in dense_tensors(module):
+            if key in seen:
+                continue
+            seen.add(key)
             total += tensor.numel()
-            nonzero += int(torch.count_nonzero(tensor.detach()))
+            nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
 
 

@@ -130,8 +130,12 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
 
             step_report(0.5, f"{label}: saving and reloading")
             artifact = Path(spec.artifacts_dir) / f"candidate-{candidate.key}"
-            card = _model_card(label, candidate, notes)
-            size_bytes = save_model(produced, produced_tokenizer, artifact, card=card)
+            size_bytes = save_model(
+                produced, produced_tokenizer, artifact, card=_model_card(label, candidate, notes)
+            )
+            if format_notes := _format_notes(artifact):
+                with open(artifact / "README.md", "a") as card:
+                    card.write("\n" + "\n\n".join(format_notes) + "\n")
             del produced, produced_tokenizer
             gc.collect()
             model, reloaded_tokenizer = load_pretrained(artifact, spec.task, device=spec.device)
@@ -238,17 +242,42 @@ def _produce(
     return model, current_tokenizer, notes
 
 
+FORMAT_NOTES = {
+    "roi-planner/dynamic-int8": (
+        "Format: int8 weights (and int8 embeddings with a scale per row) with their scales in "
+        "`model.safetensors`, listed in `roi_planner.json`. Only this tool reloads this format "
+        "(`plugins.artifacts.load_pretrained`); transformers alone does not."
+    ),
+    "roi-planner/torchao-weight-only": (
+        "Format: torchao weight-only int8/int4 tensors in `model.safetensors` (torchao's safetensors layout, "
+        "with the TorchAoConfig in `config.json`), listed in `roi_planner.json`. This tool reloads it "
+        "(`plugins.artifacts.load_pretrained`); transformers 5 `from_pretrained` also loads it when torchao is "
+        "installed. int4 needs a CUDA GPU."
+    ),
+}
+PRUNED_SHAPES_NOTE = (
+    "Attention heads were removed, which the config alone does not describe: the layer shapes are in "
+    "`roi_planner.json` and only this tool reloads the model (`plugins.artifacts.load_pretrained`)."
+)
+
+
 def _model_card(label: str, candidate: CandidateSpec, notes: dict[str, Any]) -> str:
     lines = [f"# {label}", "", "Produced by the Compression ROI Planner.", "", "Pipeline:"]
     lines += [f"- `{s['technique']}` {s.get('params', {})}" for s in candidate.pipeline] or [
         "- (the original model)"
     ]
-    if any(s["technique"].startswith("quantize.dynamic") for s in candidate.pipeline):
-        lines += [
-            "",
-            "Format: int8 weights and scales in `model.safetensors`, listed in `roi_planner.json`. Only this "
-            "tool reloads this format (`plugins.artifacts.load_pretrained`); transformers alone does not.",
-        ]
-    for key, value in notes.items():
-        lines.append(f"- {key}: {value}")
+    if notes:
+        lines += ["", "Notes:"] + [f"- {key}: {value}" for key, value in notes.items()]
     return "\n".join(lines) + "\n"
+
+
+def _format_notes(artifact: Path) -> list[str]:
+    """What the saved format means for whoever reloads it, from the manifest the save wrote."""
+    import json
+
+    manifest_path = artifact / "roi_planner.json"
+    if not manifest_path.is_file():
+        return []
+    manifest = json.loads(manifest_path.read_text())
+    found = [FORMAT_NOTES[manifest["format"]]] if manifest.get("format") in FORMAT_NOTES else []
+    return found + ([PRUNED_SHAPES_NOTE] if manifest.get("pruned_shapes") else [])

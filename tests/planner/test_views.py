@@ -80,7 +80,7 @@ def test_filing_a_request_stores_it_and_queues_it_on_commit(
     assert poc_request.dataset_file.read() == tiny_csv()
     assert [c.pipeline for c in poc_request.candidates.all()] == [
         [],
-        [{"technique": "quantize.dynamic-int8", "params": {"per_channel": True}}],
+        [{"technique": "quantize.dynamic-int8", "params": {"per_channel": True, "embeddings": True}}],
     ]
     assert sent == [("workers.tasks.run_poc", [poc_request.pk], "cpu")]
 

@@ -33,7 +33,7 @@ def test_validate_pipeline_fills_defaults_and_cleans_types(extra_technique):
     )
     assert steps == [
         {"technique": "test.prune", "params": {"amount": 0.25}},
-        {"technique": "quantize.dynamic-int8", "params": {"per_channel": True}},
+        {"technique": "quantize.dynamic-int8", "params": {"per_channel": True, "embeddings": True}},
     ]
 
 
