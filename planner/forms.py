@@ -129,8 +129,10 @@ class PocRequestForm(forms.ModelForm):
         }
         self.fields["candidates"].choices = [(label, label) for label in offered]
         cpu_plan = registry.default_plan(device="cpu", task=PocRequest.Task.SEQUENCE_CLASSIFICATION)
+        # Checked at first: the quick int8 candidate and the most aggressive hybrid the CPU can run.
+        hybrids = [p for p in cpu_plan if len(p) > 1]
         self.fields["candidates"].initial = [
-            " → ".join(p) for p in cpu_plan if p == ["quantize.dynamic-int8"] or len(p) > 2
+            " → ".join(p) for p in cpu_plan if p == ["quantize.dynamic-int8"] or (hybrids and p == hybrids[0])
         ]
         self.pipelines: list[list[dict]] = []
         self.param_groups = []

@@ -46,13 +46,16 @@ class Command(BaseCommand):
         hardware = HardwareProfile.objects.filter(device_kind="cpu").order_by("price_per_hour").first()
         poc_request = services.poc_request_create(
             owner=user,
-            title="Sample: topic classifier, int8 on CPU",
+            title="Sample: topic classifier, int8 and trimmed vocabulary on CPU",
             model_ref="demo",
             dataset_ref="demo",
             p95_target_ms=Decimal("40"),
             accuracy_floor_pct=Decimal("97"),
             requests_per_day=2_000_000,
             hardware=hardware,
-            pipelines=[[{"technique": "quantize.dynamic-int8", "params": {}}]],
+            pipelines=[
+                [{"technique": "quantize.dynamic-int8"}],
+                [{"technique": "prune.vocabulary"}, {"technique": "quantize.dynamic-int8"}],
+            ],
         )
         self.stdout.write(f"Filed the sample request #{poc_request.pk}; a worker measures it once started.")
