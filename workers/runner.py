@@ -112,6 +112,7 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
     }
     eval_texts = [e.text for e in split.eval]
     total = len(spec.candidates)
+    cache = _PrefixCache([c.pipeline for c in spec.candidates])
     for index, candidate in enumerate(spec.candidates):
 
         def step_report(fraction: float, message: str, _index: int = index, _label: str = "") -> None:
@@ -122,11 +123,9 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
         step_report(0.0, f"{label}: producing")
         _seed_everything(spec.seed)
         try:
-            started = time.perf_counter()
-            produced, produced_tokenizer, notes = _produce(
-                teacher, tokenizer, split, candidate, spec, config, step_report
+            produced, produced_tokenizer, notes, produce_seconds = _produce(
+                teacher, tokenizer, split, candidate, spec, config, step_report, cache
             )
-            produce_seconds = time.perf_counter() - started if candidate.pipeline else 0.0
 
             step_report(0.5, f"{label}: saving and reloading")
             artifact = Path(spec.artifacts_dir) / f"candidate-{candidate.key}"
@@ -195,6 +194,49 @@ def _label_mapping(model: Any, split: Split) -> dict[str, int]:
     return label2id
 
 
+@dataclass
+class _Stage:
+    model: Any
+    tokenizer: Any
+    notes: dict[str, Any]
+    seconds: float
+
+
+class _PrefixCache:
+    """Keeps the model after a pipeline prefix that several candidates share, so one distillation serves
+    every hybrid that starts with it. Each candidate is still charged the full time to produce it."""
+
+    def __init__(self, pipelines: Sequence[Sequence[dict[str, Any]]]) -> None:
+        counts: dict[str, int] = {}
+        for pipeline in pipelines:
+            for length in range(1, len(pipeline) + 1):
+                counts[self._key(pipeline[:length])] = counts.get(self._key(pipeline[:length]), 0) + 1
+        self.shared = {key for key, count in counts.items() if count > 1}
+        self.stages: dict[str, _Stage] = {}
+
+    @staticmethod
+    def _key(steps: Sequence[dict[str, Any]]) -> str:
+        import json
+
+        return json.dumps(list(steps), sort_keys=True)
+
+    def longest(self, pipeline: Sequence[dict[str, Any]]) -> tuple[int, _Stage | None]:
+        for length in range(len(pipeline), 0, -1):
+            stage = self.stages.get(self._key(pipeline[:length]))
+            if stage is not None:
+                return length, _Stage(
+                    copy.deepcopy(stage.model), stage.tokenizer, dict(stage.notes), stage.seconds
+                )
+        return 0, None
+
+    def offer(self, prefix: Sequence[dict[str, Any]], stage: _Stage) -> None:
+        key = self._key(prefix)
+        if key in self.shared and key not in self.stages:
+            self.stages[key] = _Stage(
+                copy.deepcopy(stage.model), stage.tokenizer, dict(stage.notes), stage.seconds
+            )
+
+
 def _produce(
     teacher: Any,
     tokenizer: Any,
@@ -203,15 +245,20 @@ def _produce(
     spec: PocSpec,
     config: Any,
     step_report: Report,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Apply the pipeline's techniques in order to a copy of the teacher; return (model, tokenizer, notes)."""
+    cache: _PrefixCache,
+) -> tuple[Any, Any, dict[str, Any], float]:
+    """Apply the pipeline's techniques in order to a copy of the teacher, starting from the longest prefix
+    already produced; return (model, tokenizer, notes, seconds spent producing it, prefix included)."""
     if not candidate.pipeline:
-        return teacher, tokenizer, {}
-    model = copy.deepcopy(teacher)
-    current_tokenizer = tokenizer
-    notes: dict[str, Any] = {}
+        return teacher, tokenizer, {}, 0.0
     steps = len(candidate.pipeline)
-    for position, step in enumerate(candidate.pipeline):
+    done, stage = cache.longest(candidate.pipeline)
+    if stage is None:
+        stage = _Stage(copy.deepcopy(teacher), tokenizer, {}, 0.0)
+    else:
+        step_report(0.5 * done / steps, f"reusing the model after its first {done} step(s)")
+    for position in range(done, steps):
+        step = candidate.pipeline[position]
         technique_cls = registry.get(step["technique"])
         params = technique_cls.clean_params(step.get("params"))
 
@@ -224,7 +271,7 @@ def _produce(
             task=spec.task,
             device=spec.device,
             seed=spec.seed,
-            tokenizer=current_tokenizer,
+            tokenizer=stage.tokenizer,
             teacher_tokenizer=tokenizer,
             teacher=teacher,
             train=split.train,
@@ -234,12 +281,15 @@ def _produce(
             work_dir=spec.artifacts_dir,
             report=technique_report,
         )
-        model = technique_cls().apply(model, ctx, params)
-        current_tokenizer = ctx.tokenizer
+        started = time.perf_counter()
+        stage.model = technique_cls().apply(stage.model, ctx, params)
+        stage.seconds += time.perf_counter() - started
+        stage.tokenizer = ctx.tokenizer
         if technique_cls.speedup_caveat:
-            notes.setdefault("caveats", []).append(technique_cls.speedup_caveat)
-        notes.update({f"{technique_cls.name}: {key}": value for key, value in ctx.notes.items()})
-    return model, current_tokenizer, notes
+            stage.notes.setdefault("caveats", []).append(technique_cls.speedup_caveat)
+        stage.notes.update({f"{technique_cls.name}: {key}": value for key, value in ctx.notes.items()})
+        cache.offer(candidate.pipeline[: position + 1], stage)
+    return stage.model, stage.tokenizer, stage.notes, stage.seconds
 
 
 FORMAT_NOTES = {

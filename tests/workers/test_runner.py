@@ -93,3 +93,43 @@ def test_a_failing_technique_fails_its_candidate_only(tiny_model_dir, tiny_csv_p
         registry.unregister("test.exhausting")
     assert not bad.ok and "ran out of memory" in bad.error
     assert base.ok
+
+
+def test_a_shared_prefix_is_produced_once_and_charged_to_every_candidate(
+    tiny_model_dir, tiny_csv_path, tmp_path
+):
+    import time
+
+    from plugins import registry
+    from plugins.base import Technique
+
+    calls = []
+
+    class SlowIdentity(Technique):
+        """Stands in for an expensive step such as distillation."""
+
+        name = "test.slow"
+        title = "Slow"
+        family = "distill"
+
+        def apply(self, model, ctx, params):
+            calls.append(1)
+            time.sleep(0.3)
+            return model
+
+    registry.register(SlowIdentity)
+    try:
+        spec = _spec(
+            tiny_model_dir,
+            tiny_csv_path,
+            tmp_path,
+            [
+                CandidateSpec("a", [{"technique": "test.slow"}, {"technique": "quantize.dynamic-int8"}]),
+                CandidateSpec("b", [{"technique": "test.slow"}, {"technique": "prune.magnitude"}]),
+            ],
+        )
+        a, b = run_poc(spec, lambda f, m: None)
+    finally:
+        registry.unregister("test.slow")
+    assert a.ok and b.ok and len(calls) == 1
+    assert b.figures["produce_seconds"] >= 0.3  # the reused step's time still counts for b
