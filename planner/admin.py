@@ -1,12 +1,19 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from planner.models import Candidate, HardwareProfile, PocRequest
+from planner import services
+from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary
 
 
 @admin.register(HardwareProfile)
 class HardwareProfileAdmin(admin.ModelAdmin):
     list_display = ["name", "device_kind", "price_per_hour", "currency", "power_watts"]
     list_editable = ["price_per_hour", "power_watts"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change:
+            # The portfolio's stored figures use this price: recompute them with the new one.
+            services.poc_request_summaries_refresh(request_ids=obj.poc_requests.values_list("pk", flat=True))
 
 
 class CandidateInline(admin.TabularInline):
@@ -32,6 +39,17 @@ class PocRequestAdmin(admin.ModelAdmin):
         "finished_at",
     ]
     inlines = [CandidateInline]
+    actions = ["refresh_summaries"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change:
+            services.poc_request_summary_refresh(request_id=obj.pk)  # its economics may have changed
+
+    @admin.action(description="Recompute the portfolio figures of the selected requests")
+    def refresh_summaries(self, request, queryset):
+        written = services.poc_request_summaries_refresh(request_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"{written} summaries recomputed.", messages.SUCCESS)
 
 
 @admin.register(Candidate)
@@ -39,3 +57,25 @@ class CandidateAdmin(admin.ModelAdmin):
     list_display = ["__str__", "status", "accuracy", "size_bytes", "measured_at"]
     list_filter = ["status"]
     list_select_related = ["request"]
+
+
+@admin.register(PocRequestSummary)
+class PocRequestSummaryAdmin(admin.ModelAdmin):
+    """Derived figures: read-only here; change the request or the hardware and they are recomputed."""
+
+    list_display = [
+        "request",
+        "outcome",
+        "candidate_label",
+        "monthly_savings",
+        "payback_months",
+        "computed_at",
+    ]
+    list_filter = ["outcome"]
+    list_select_related = ["request"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

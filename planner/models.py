@@ -3,14 +3,20 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
-CURRENCIES = [("USD", "US dollar"), ("EUR", "Euro"), ("JPY", "Japanese yen"), ("GBP", "Pound sterling")]
+CURRENCIES = [
+    ("USD", _("US dollar")),
+    ("EUR", _("Euro")),
+    ("JPY", _("Japanese yen")),
+    ("GBP", _("Pound sterling")),
+]
 
 
 class HardwareProfile(models.Model):
     class DeviceKind(models.TextChoices):
-        CPU = "cpu", "CPU"
-        CUDA = "cuda", "NVIDIA GPU (CUDA)"
+        CPU = "cpu", _("CPU")
+        CUDA = "cuda", _("NVIDIA GPU (CUDA)")
 
     name = models.CharField(max_length=100, unique=True)
     device_kind = models.CharField(max_length=8, choices=DeviceKind.choices)
@@ -19,7 +25,7 @@ class HardwareProfile(models.Model):
     )
     currency = models.CharField(max_length=3, choices=CURRENCIES, default="USD")
     power_watts = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Average draw, for energy and CO₂."
+        null=True, blank=True, help_text=_("Average draw, for energy and CO₂.")
     )
     notes = models.CharField(max_length=200, blank=True)
 
@@ -36,16 +42,21 @@ class HardwareProfile(models.Model):
 
 class PocRequest(models.Model):
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Finished"
-        FAILED = "failed", "Failed"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Finished")
+        FAILED = "failed", _("Failed")
 
     class Task(models.TextChoices):
-        SEQUENCE_CLASSIFICATION = "sequence-classification", "Text classification"
+        SEQUENCE_CLASSIFICATION = "sequence-classification", _("Text classification")
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="poc_requests")
-    title = models.CharField(max_length=200)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="poc_requests",
+        verbose_name=_("owner"),
+    )
+    title = models.CharField(_("title"), max_length=200)
     task = models.CharField(max_length=32, choices=Task.choices, default=Task.SEQUENCE_CLASSIFICATION)
     # "demo" or a directory relative to MODELS_ROOT.
     model_ref = models.CharField(max_length=500)
@@ -53,47 +64,56 @@ class PocRequest(models.Model):
     dataset_ref = models.CharField(max_length=500)
     dataset_file = models.FileField(upload_to="datasets/%Y/%m/", blank=True)
     p95_target_ms = models.DecimalField(
+        _("p95 latency target (ms)"),
         max_digits=10,
         decimal_places=2,
         validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(600_000)],
     )
     accuracy_floor_pct = models.DecimalField(
-        "accuracy floor (% of baseline)",
+        # xgettext:no-python-format
+        _("accuracy floor (% of baseline)"),
         max_digits=5,
         decimal_places=2,
         validators=[MinValueValidator(Decimal("1")), MaxValueValidator(Decimal("100"))],
     )
-    requests_per_day = models.PositiveBigIntegerField(validators=[MaxValueValidator(10**12)])
+    requests_per_day = models.PositiveBigIntegerField(
+        _("requests per day"), validators=[MaxValueValidator(10**12)]
+    )
     peak_factor = models.DecimalField(
+        _("peak factor"),
         max_digits=6,
         decimal_places=2,
         default=Decimal("2"),
         validators=[MinValueValidator(Decimal("1")), MaxValueValidator(Decimal("100"))],
     )
     target_utilisation = models.DecimalField(
+        _("target utilisation"),
         max_digits=4,
         decimal_places=2,
         default=Decimal("0.7"),
         validators=[MinValueValidator(Decimal("0.05")), MaxValueValidator(Decimal("1"))],
     )
-    hardware = models.ForeignKey(HardwareProfile, on_delete=models.PROTECT, related_name="poc_requests")
+    hardware = models.ForeignKey(
+        HardwareProfile, on_delete=models.PROTECT, related_name="poc_requests", verbose_name=_("hardware")
+    )
     horizon_months = models.PositiveSmallIntegerField(
-        default=12, validators=[MinValueValidator(1), MaxValueValidator(120)]
+        _("horizon (months)"), default=12, validators=[MinValueValidator(1), MaxValueValidator(120)]
     )
     engineering_hours = models.DecimalField(
+        _("engineering hours"),
         max_digits=8,
         decimal_places=1,
         default=Decimal("40"),
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("100000"))],
     )
     engineering_rate = models.DecimalField(
-        "engineering rate per hour",
+        _("engineering rate per hour"),
         max_digits=10,
         decimal_places=2,
         default=Decimal("100"),
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1000000"))],
     )
-    currency = models.CharField(max_length=3, choices=CURRENCIES, default="USD")
+    currency = models.CharField(_("currency"), max_length=3, choices=CURRENCIES, default="USD")
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
@@ -118,10 +138,10 @@ class PocRequest(models.Model):
 
 class Candidate(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        MEASURED = "measured", "Measured"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        MEASURED = "measured", _("Measured")
+        FAILED = "failed", _("Failed")
 
     request = models.ForeignKey(PocRequest, on_delete=models.CASCADE, related_name="candidates")
     position = models.PositiveSmallIntegerField()
@@ -166,3 +186,43 @@ class Candidate(models.Model):
 
     def latency_at(self, batch_size: int) -> dict | None:
         return next((p for p in self.latency if p["batch_size"] == batch_size), None)
+
+
+class PocRequestSummary(models.Model):
+    """A finished request's recommendation and money, as the portfolio lists and totals them.
+
+    Derived data, never edited: ``services.poc_request_summaries_refresh`` rebuilds it from the measured
+    candidates with ``roi.evaluate`` (when a PoC finishes, and for every request with
+    ``manage.py refresh_summaries`` after prices or the ROI rules change). It is stored because evaluating
+    every request on each portfolio load costs about 0.3 ms per request: 300 ms for 1,000 requests.
+    Amounts are in the request's currency, kept to 6 decimal places (far below a cent, so sums of
+    thousands of them stay exact to the cent).
+    """
+
+    class Outcome(models.TextChoices):
+        SWITCH = "switch", _("Switch to a candidate")
+        KEEP = "keep", _("Keep the current model")
+        BLOCKED = "blocked", _("No candidate meets the targets")
+
+    request = models.OneToOneField(
+        PocRequest, on_delete=models.CASCADE, primary_key=True, related_name="summary"
+    )
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, db_index=True)
+    # The recommended candidate (the baseline when the outcome is "keep"); None when blocked.
+    candidate = models.ForeignKey(
+        Candidate, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    candidate_label = models.CharField(max_length=500, blank=True)
+    baseline_monthly_cost = models.DecimalField(max_digits=26, decimal_places=6, null=True, blank=True)
+    monthly_cost = models.DecimalField(max_digits=26, decimal_places=6, null=True, blank=True)
+    monthly_savings = models.DecimalField(max_digits=26, decimal_places=6, null=True, blank=True)
+    one_time_cost = models.DecimalField(max_digits=26, decimal_places=6, null=True, blank=True)
+    payback_months = models.DecimalField(max_digits=26, decimal_places=6, null=True, blank=True)
+    roi = models.DecimalField(max_digits=26, decimal_places=6, null=True, blank=True)
+    # When blocked: which target stops every candidate and how close the best one came, as plain JSON
+    # ({"p95": {"target_ms", "best_ms", "candidate"}, "accuracy": {"floor", "best", "candidate"}}).
+    blocking = models.JSONField(default=dict, blank=True)
+    computed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.outcome}"

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop, ngettext
 
 from planner import roi
-from planner.models import Candidate, PocRequest
+from planner.models import Candidate, PocRequest, PocRequestSummary
+from planner.templatetags.planner_format import money, quantize_money
 
 
 def poc_request_list_for_user(*, user: Any) -> QuerySet[PocRequest]:
@@ -23,6 +31,7 @@ def poc_request_get_for_user(*, user: Any, pk: int) -> PocRequest:
 
 def economics_for(poc_request: PocRequest) -> roi.Economics:
     hardware = poc_request.hardware
+    grid = settings.GRID_KG_CO2_PER_KWH
     return roi.Economics(
         requests_per_day=Decimal(poc_request.requests_per_day),
         price_per_hour=hardware.price_per_hour,
@@ -34,6 +43,7 @@ def economics_for(poc_request: PocRequest) -> roi.Economics:
         engineering_hours=poc_request.engineering_hours,
         engineering_rate=poc_request.engineering_rate,
         power_watts=Decimal(hardware.power_watts) if hardware.power_watts else None,
+        grid_kg_co2_per_kwh=grid if grid is not None and hardware.power_watts else None,
     )
 
 
@@ -51,12 +61,16 @@ def measurement_for(candidate: Candidate) -> roi.ModelMeasurement:
     )
 
 
-def poc_request_roi(*, poc_request: PocRequest) -> roi.RoiReport | None:
-    """The ROI report over the measured candidates, or None until the baseline is measured."""
+def poc_request_roi(
+    *, poc_request: PocRequest, economics: roi.Economics | None = None
+) -> roi.RoiReport | None:
+    """The ROI report over the measured candidates, or None until the baseline is measured.
+
+    ``economics`` replaces the request's own (a what-if); the measurements are the same either way."""
     measured = [c for c in poc_request.candidates.all() if c.status == Candidate.Status.MEASURED]
     if not any(c.is_baseline for c in measured):
         return None
-    return roi.evaluate([measurement_for(c) for c in measured], economics_for(poc_request))
+    return roi.evaluate([measurement_for(c) for c in measured], economics or economics_for(poc_request))
 
 
 NOT_FASTER_BELOW = 1.05  # a speedup under 5% is within run-to-run noise: not faster
@@ -78,10 +92,15 @@ def candidate_comparisons(*, poc_request: PocRequest) -> dict[int, dict[str, Any
         speedup = base_p95 / c.latency_at(1)["p95_ms"]
         size_ratio = (baseline.size_bytes or 0) / c.size_bytes if c.size_bytes else None
         verdict = ""
+        # Marked, not translated: the verdict is a stable key in the data; the template translates it.
         if speedup < NOT_FASTER_BELOW:
-            verdict = "smaller but not faster" if size_ratio and size_ratio >= NOT_FASTER_BELOW else "not faster"
+            verdict = (
+                gettext_noop("smaller but not faster")
+                if size_ratio and size_ratio >= NOT_FASTER_BELOW
+                else gettext_noop("not faster")
+            )
             if size_ratio is not None and size_ratio < NOT_FASTER_BELOW:
-                verdict = "neither smaller nor faster"
+                verdict = gettext_noop("neither smaller nor faster")
         out[c.pk] = {
             "speedup": speedup,
             "size_ratio": size_ratio,
@@ -90,3 +109,544 @@ def candidate_comparisons(*, poc_request: PocRequest) -> dict[int, dict[str, Any
             "reasons": list(c.notes.get("caveats", [])) if verdict else [],
         }
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What-if economics
+
+# The economics a manager may change on a dashboard. The measured figures (accuracy, latency) and the
+# targets are not among them: changing those would be a different PoC, not a different scenario.
+WHATIF_FIELDS = (
+    "requests_per_day",
+    "peak_factor",
+    "target_utilisation",
+    "price_per_hour",
+    "horizon_months",
+    "engineering_hours",
+    "engineering_rate",
+    "grid_kg_co2_per_kwh",
+)
+
+
+def economics_with_overrides(*, poc_request: PocRequest, overrides: Mapping[str, Any]) -> roi.Economics:
+    """The request's economics with some of WHATIF_FIELDS replaced; ValueError when the result is invalid
+    (roi.Economics checks every figure again)."""
+    unknown = sorted(set(overrides) - set(WHATIF_FIELDS))
+    if unknown:
+        raise ValueError(f"not a what-if figure: {', '.join(unknown)}")
+    return dataclasses.replace(economics_for(poc_request), **overrides)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sentences. roi.py explains its figures in English; the pages say the same things in the reader's
+# language, from the same numbers (a test checks that the English matches roi.py word for word).
+
+
+def _pct(fraction: Decimal) -> str:
+    return f"{fraction * 100:.1f}%"
+
+
+def _ms(value: Decimal) -> str:
+    return f"{value.normalize():f} ms"
+
+
+def _gap(value: Decimal) -> str:
+    shown = f"{value:.1f}"
+    # A real but tiny gap must not read as "0.0 points below".
+    return _("less than 0.1") if shown == "0.0" else shown
+
+
+def describe_blockers(*, row: roi.ModelEconomics, report: roi.RoiReport) -> tuple[str, ...]:
+    """Why ``row`` misses the targets, one sentence per target (empty when it is feasible)."""
+    floor, target = report.accuracy_floor, report.economics.p95_target_ms
+    out = []
+    if row.accuracy < floor:
+        out.append(
+            _("accuracy %(accuracy)s is %(gap)s points below the floor of %(floor)s")
+            % {
+                "accuracy": _pct(row.accuracy),
+                "gap": _gap((floor - row.accuracy) * 100),
+                "floor": _pct(floor),
+            }
+        )
+    if row.p95_batch1_ms is None:
+        out.append(_("p95 at batch 1 was not measured"))
+    elif row.p95_batch1_ms > target:
+        out.append(
+            _("p95 at batch 1 is %(p95)s ms, %(gap)s ms over the %(target)s target")
+            % {
+                "p95": f"{row.p95_batch1_ms:.1f}",
+                "gap": _gap(row.p95_batch1_ms - target),
+                "target": _ms(target),
+            }
+        )
+    if row.capacity_rps == 0:
+        out.append(_("no batch size meets the %(target)s p95 target") % {"target": _ms(target)})
+    return tuple(out)
+
+
+def blocking_targets(*, report: roi.RoiReport) -> dict[str, dict[str, str | None]]:
+    """When no model meets the targets: which target blocks, and how close the best model came.
+
+    A model that met both would be feasible, so every model that keeps the accuracy floor misses the
+    latency target (then "p95" says how fast the fastest of them is) and every model within the latency
+    target misses the floor (then "accuracy" says how accurate the most accurate of them is). Plain JSON
+    (Decimals as strings), so the portfolio can store it. Empty when some model is feasible."""
+    if report.recommendation.key is not None:
+        return {}
+    floor, target = report.accuracy_floor, report.economics.p95_target_ms
+    accurate = [r for r in report.rows if r.accuracy >= floor]
+    fast = [r for r in report.rows if r.p95_batch1_ms is not None and r.p95_batch1_ms <= target]
+    out: dict[str, dict[str, str | None]] = {}
+    if accurate or not fast:
+        timed = [r for r in accurate or report.rows if r.p95_batch1_ms is not None]
+        best = min(timed, key=lambda r: r.p95_batch1_ms) if timed else None
+        out["p95"] = {
+            "target_ms": str(target),
+            "best_ms": str(best.p95_batch1_ms) if best else None,
+            "candidate": best.name if best else None,
+        }
+    if fast or not accurate:
+        best = max(fast or report.rows, key=lambda r: r.accuracy)
+        out["accuracy"] = {"floor": str(floor), "best": str(best.accuracy), "candidate": best.name}
+    return out
+
+
+def describe_blocking(blocking: Mapping[str, Mapping[str, str | None]]) -> list[str]:
+    """blocking_targets() as sentences (the portfolio passes the stored JSON)."""
+    lines = []
+    p95 = blocking.get("p95")
+    if p95:
+        target = Decimal(p95["target_ms"])
+        if p95["best_ms"] is None:
+            lines.append(
+                _("p95 latency target %(target)s: no candidate's p95 at batch 1 was measured.")
+                % {"target": _ms(target)}
+            )
+        else:
+            best = Decimal(p95["best_ms"])
+            lines.append(
+                _(
+                    "p95 latency target %(target)s: the fastest model that keeps the accuracy floor "
+                    "(%(name)s) takes %(best)s ms at batch 1, %(gap)s ms over."
+                )
+                % {
+                    "target": _ms(target),
+                    "name": p95["candidate"],
+                    "best": f"{best:.1f}",
+                    "gap": _gap(best - target),
+                }
+            )
+    accuracy = blocking.get("accuracy")
+    if accuracy:
+        floor, best = Decimal(accuracy["floor"]), Decimal(accuracy["best"])
+        lines.append(
+            _(
+                "Accuracy floor %(floor)s: the most accurate model within the latency target (%(name)s) "
+                "reaches %(best)s, %(gap)s points below."
+            )
+            % {
+                "floor": _pct(floor),
+                "name": accuracy["candidate"],
+                "best": _pct(best),
+                "gap": _gap((floor - best) * 100),
+            }
+        )
+    return lines
+
+
+def recommendation_text(*, report: roi.RoiReport, currency: str) -> str:
+    """roi.py's recommendation, in the reader's language and with money shown in the request's currency."""
+    rec, e = report.recommendation, report.economics
+    if rec.key is None:
+        return _("No model meets the targets.")
+    best, base = report.row(rec.key), report.baseline
+    figures = {
+        "name": best.name,
+        "floor": _pct(report.accuracy_floor),
+        "target": _ms(e.p95_target_ms),
+        "months": e.horizon_months,
+        "total": money(best.total_cost_over_horizon, currency),
+        "baseline_total": money(base.total_cost_over_horizon, currency),
+    }
+    if rec.keeps_baseline:
+        return (
+            ngettext(
+                "Keep the current model: no compressed candidate that meets the targets costs less over "
+                "%(months)s month (%(total)s for the current model).",
+                "Keep the current model: no compressed candidate that meets the targets costs less over "
+                "%(months)s months (%(total)s for the current model).",
+                e.horizon_months,
+            )
+            % figures
+        )
+    if base.total_cost_over_horizon is None:
+        text = (
+            _(
+                "Switch to %(name)s: it meets the %(floor)s accuracy floor and the %(target)s p95 target at the "
+                "lowest %(months)s-month total cost (%(total)s); the current model cannot serve within the "
+                "%(target)s p95 target."
+            )
+            % figures
+        )
+    else:
+        text = (
+            _(
+                "Switch to %(name)s: it meets the %(floor)s accuracy floor and the %(target)s p95 target at the "
+                "lowest %(months)s-month total cost (%(total)s vs %(baseline_total)s for the current model)."
+            )
+            % figures
+        )
+    if base.total_cost_over_horizon is not None and not base.feasible:
+        text += " " + _("The current model does not meet the targets.")
+    elif best.payback_months is not None:
+        text += " " + _("It pays back in %(payback)s months.") % {"payback": f"{best.payback_months:.1f}"}
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-request dashboard
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    candidate: Candidate
+    figures: roi.ModelEconomics | None  # None until measured
+    comparison: dict[str, Any] | None
+    batch1: dict[str, Any] | None
+    capacity_batch: int | None  # the batch size that gives the capacity at the p95 target
+    blockers: tuple[str, ...]
+    recommended: bool
+
+
+@dataclass(frozen=True)
+class Headline:
+    outcome: str  # PocRequestSummary.Outcome
+    name: str | None
+    baseline: roi.ModelEconomics
+    chosen: roi.ModelEconomics | None  # the recommended model (the baseline when keeping it)
+    accuracy_floor: Decimal
+    p95_target_ms: Decimal
+    horizon_months: int
+
+    @property
+    def accuracy_kept(self) -> Decimal | None:
+        if self.chosen is None or not self.baseline.accuracy:
+            return None
+        return self.chosen.accuracy / self.baseline.accuracy
+
+
+@dataclass(frozen=True)
+class RequestDashboard:
+    poc_request: PocRequest
+    economics: roi.Economics
+    report: roi.RoiReport | None
+    rows: list[CandidateRow]
+    headline: Headline | None
+    reason: str
+    blocking: list[str]
+    cashflow_row: roi.ModelEconomics | None  # whose cash flow the third chart shows
+    charts: dict[str, Any]
+    measured: int
+    has_power: bool
+    is_whatif: bool
+
+    @property
+    def currency(self) -> str:
+        return self.poc_request.currency
+
+
+def capacity_batch_size(latency: list[dict[str, Any]], p95_target_ms: Decimal) -> int | None:
+    """The batch size behind roi.capacity_rps: the best batch ÷ p50 among those whose p95 meets the target."""
+    best, best_rps = None, Decimal(0)
+    for point in latency:
+        if Decimal(str(point["p95_ms"])) > p95_target_ms or point["p50_ms"] <= 0:
+            continue
+        rps = Decimal(point["batch_size"]) * 1000 / Decimal(str(point["p50_ms"]))
+        if rps > best_rps:
+            best, best_rps = point["batch_size"], rps
+    return best
+
+
+def pareto_front(points: list[tuple[float, float]]) -> set[int]:
+    """Indexes of the points no other point beats on both latency (lower) and accuracy (higher)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best_accuracy = set(), float("-inf")
+    for i in order:
+        if points[i][1] > best_accuracy:
+            front.add(i)
+            best_accuracy = points[i][1]
+    return front
+
+
+def poc_request_dashboard(
+    *, poc_request: PocRequest, economics: roi.Economics | None = None
+) -> RequestDashboard:
+    """Everything the request page, its report and its CSV show; no queries beyond the prefetched
+    candidates (``poc_request_get_for_user``)."""
+    as_filed = economics_for(poc_request)
+    # Controls submitted unchanged are not a scenario: the page then says nothing about a what-if.
+    is_whatif = economics is not None and economics != as_filed
+    economics = economics or as_filed
+    report = poc_request_roi(poc_request=poc_request, economics=economics)
+    comparisons = candidate_comparisons(poc_request=poc_request)
+    candidates = list(poc_request.candidates.all())
+    rec_key = report.recommendation.key if report else None
+    rows = []
+    for c in candidates:
+        figures = report.row(str(c.pk)) if report and c.status == Candidate.Status.MEASURED else None
+        rows.append(
+            CandidateRow(
+                candidate=c,
+                figures=figures,
+                comparison=comparisons.get(c.pk),
+                batch1=c.latency_at(1),
+                capacity_batch=capacity_batch_size(c.latency, economics.p95_target_ms) if figures else None,
+                blockers=describe_blockers(row=figures, report=report) if figures else (),
+                recommended=figures is not None and figures.key == rec_key,
+            )
+        )
+    headline, cashflow_row, reason, blocking = None, None, "", []
+    if report:
+        reason = recommendation_text(report=report, currency=poc_request.currency)
+        blocking = describe_blocking(blocking_targets(report=report))
+        headline = _headline(report)
+        cashflow_row = _cashflow_row(report)
+    return RequestDashboard(
+        poc_request=poc_request,
+        economics=economics,
+        report=report,
+        rows=rows,
+        headline=headline,
+        reason=reason,
+        blocking=blocking,
+        cashflow_row=cashflow_row,
+        charts=_chart_data(report, cashflow_row, poc_request.currency) if report else {},
+        measured=sum(1 for c in candidates if c.status == Candidate.Status.MEASURED),
+        has_power=economics.power_watts is not None,
+        is_whatif=is_whatif,
+    )
+
+
+def _outcome(report: roi.RoiReport) -> str:
+    rec = report.recommendation
+    if rec.key is None:
+        return PocRequestSummary.Outcome.BLOCKED
+    return PocRequestSummary.Outcome.KEEP if rec.keeps_baseline else PocRequestSummary.Outcome.SWITCH
+
+
+def _headline(report: roi.RoiReport) -> Headline:
+    rec = report.recommendation
+    return Headline(
+        outcome=_outcome(report),
+        name=rec.name,
+        baseline=report.baseline,
+        chosen=report.row(rec.key) if rec.key else None,
+        accuracy_floor=report.accuracy_floor,
+        p95_target_ms=report.economics.p95_target_ms,
+        horizon_months=report.economics.horizon_months,
+    )
+
+
+def _cashflow_row(report: roi.RoiReport) -> roi.ModelEconomics | None:
+    """The recommended candidate; when the advice is to keep the current model, the best feasible
+    compressed candidate instead, so the chart shows why switching does not pay."""
+    rec = report.recommendation
+    if rec.key and not rec.keeps_baseline:
+        row = report.row(rec.key)
+    else:
+        feasible = [r for r in report.rows if r.feasible and not r.is_baseline]
+        row = min(feasible, key=lambda r: (r.total_cost_over_horizon, -r.accuracy)) if feasible else None
+    return row if row is not None and row.monthly_savings is not None else None
+
+
+def _chart_data(
+    report: roi.RoiReport, cashflow_row: roi.ModelEconomics | None, currency: str
+) -> dict[str, Any]:
+    """What dashboard.js plots. Money goes as strings of the displayed (rounded) amount; latency and
+    accuracy as floats, which only position points."""
+    rec_key = report.recommendation.key
+
+    def amount(value: Decimal | None) -> str | None:
+        return None if value is None else str(quantize_money(value, currency))
+
+    timed = [r for r in report.rows if r.p95_batch1_ms is not None]
+    front = pareto_front([(float(r.p95_batch1_ms), float(r.accuracy)) for r in timed])
+    pareto = [
+        {
+            "label": r.name,
+            "p95_ms": float(r.p95_batch1_ms),
+            "accuracy_pct": float(r.accuracy * 100),
+            "feasible": r.feasible,
+            "recommended": r.key == rec_key,
+            "baseline": r.is_baseline,
+            "frontier": i in front,
+        }
+        for i, r in enumerate(timed)
+    ]
+    cost = [
+        {
+            "label": r.name,
+            "monthly_cost": amount(r.monthly_cost),
+            "cost_per_million": amount(r.cost_per_million),
+            "feasible": r.feasible,
+            "recommended": r.key == rec_key,
+            "baseline": r.is_baseline,
+        }
+        for r in report.rows
+    ]
+    cashflow = None
+    if cashflow_row is not None:
+        months = report.economics.horizon_months
+        cashflow = {
+            "label": cashflow_row.name,
+            "recommended": cashflow_row.key == rec_key,
+            "cumulative": [
+                amount(month * cashflow_row.monthly_savings - cashflow_row.one_time_cost)
+                for month in range(months + 1)
+            ],
+            "payback_months": float(cashflow_row.payback_months)
+            if cashflow_row.payback_months is not None
+            else None,
+        }
+    return {
+        "currency": currency,
+        "p95_target_ms": float(report.economics.p95_target_ms),
+        "accuracy_floor_pct": float(report.accuracy_floor * 100),
+        "pareto": pareto,
+        "cost": cost,
+        "cashflow": cashflow,
+    }
+
+
+def candidate_get_for_user(*, user: Any, request_pk: int, pk: int) -> Candidate:
+    """One candidate with its request; DoesNotExist when the user may not see the request."""
+    qs = Candidate.objects.select_related("request__hardware", "request__owner")
+    if not user.is_staff:
+        qs = qs.filter(request__owner=user)
+    return qs.get(request_id=request_pk, pk=pk)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Portfolio: every request the user may see, from the stored summaries (see PocRequestSummary for why).
+
+
+def summary_figures(*, report: roi.RoiReport) -> dict[str, Any]:
+    """The PocRequestSummary fields derived from a request's ROI report (amounts not yet rounded)."""
+    rec = report.recommendation
+    chosen = report.row(rec.key) if rec.key else None
+    return {
+        "outcome": _outcome(report),
+        "candidate_id": int(rec.key) if rec.key else None,
+        "candidate_label": rec.name or "",
+        "baseline_monthly_cost": report.baseline.monthly_cost,
+        "monthly_cost": chosen.monthly_cost if chosen else None,
+        "monthly_savings": chosen.monthly_savings if chosen else None,
+        "one_time_cost": chosen.one_time_cost if chosen else None,
+        "payback_months": chosen.payback_months if chosen else None,
+        "roi": chosen.roi if chosen else None,
+        "blocking": blocking_targets(report=report),
+    }
+
+
+def portfolio_requests(
+    *, user: Any, status: str = "", owner_id: int | None = None, outcome: str = ""
+) -> QuerySet[PocRequest]:
+    """The requests the user may see, filtered, with their summaries (one query per page)."""
+    qs = poc_request_list_for_user(user=user).select_related("summary")
+    if status:
+        qs = qs.filter(status=status)
+    if owner_id:
+        qs = qs.filter(owner_id=owner_id)
+    if outcome == "pending":
+        qs = qs.filter(summary__isnull=True)
+    elif outcome:
+        qs = qs.filter(summary__outcome=outcome)
+    return qs
+
+
+def portfolio_owners(*, user: Any) -> QuerySet:
+    """Whose requests the user may filter by: everyone with a request for staff, else only themselves."""
+    users = get_user_model().objects.order_by("username")
+    if not user.is_staff:
+        return users.filter(pk=user.pk)
+    return users.filter(poc_requests__isnull=False).distinct()
+
+
+@dataclass(frozen=True)
+class PortfolioTotal:
+    """Totals over the requests with a recommendation (switch or keep), in one currency.
+
+    A recommendation whose current model cannot serve within its target has no savings figure (there is no
+    current cost to save against): it counts in ``switching`` and ``one_time_cost`` but not in the
+    before/after costs, the savings or the payback, so that before − after = savings exactly."""
+
+    currency: str
+    requests: int
+    switching: int
+    baseline_monthly_cost: Decimal  # what the priced requests cost now
+    monthly_cost: Decimal  # what they would cost with the recommended models
+    monthly_savings: Decimal
+    one_time_cost: Decimal  # of every recommended switch
+    priced_one_time_cost: Decimal  # of the switches with a savings figure: the payback's numerator
+    without_baseline_cost: int
+
+    @property
+    def payback_months(self) -> Decimal | None:
+        return self.priced_one_time_cost / self.monthly_savings if self.monthly_savings > 0 else None
+
+    @property
+    def annual_savings(self) -> Decimal:
+        return self.monthly_savings * 12
+
+
+def portfolio_totals(*, requests: QuerySet[PocRequest]) -> list[PortfolioTotal]:
+    """Per currency (amounts in different currencies are never added), over the requests with a
+    recommendation: what they cost now, with the recommended models, the difference and the one-time cost."""
+    zero = Decimal(0)
+    recommended = [PocRequestSummary.Outcome.SWITCH, PocRequestSummary.Outcome.KEEP]
+    priced = Q(summary__monthly_savings__isnull=False)
+    rows = (
+        requests.filter(summary__outcome__in=recommended)
+        .order_by()
+        .values("currency")
+        .annotate(
+            n=Count("pk"),
+            switching=Count("pk", filter=Q(summary__outcome=PocRequestSummary.Outcome.SWITCH)),
+            baseline=Sum("summary__baseline_monthly_cost", filter=priced),
+            cost=Sum("summary__monthly_cost", filter=priced),
+            savings=Sum("summary__monthly_savings"),
+            one_time=Sum("summary__one_time_cost"),
+            priced_one_time=Sum("summary__one_time_cost", filter=priced),
+            no_baseline=Count("pk", filter=~priced),
+        )
+        .order_by("currency")
+    )
+    return [
+        PortfolioTotal(
+            currency=r["currency"],
+            requests=r["n"],
+            switching=r["switching"],
+            baseline_monthly_cost=r["baseline"] or zero,
+            monthly_cost=r["cost"] or zero,
+            monthly_savings=r["savings"] or zero,
+            one_time_cost=r["one_time"] or zero,
+            priced_one_time_cost=r["priced_one_time"] or zero,
+            without_baseline_cost=r["no_baseline"],
+        )
+        for r in rows
+    ]
+
+
+def portfolio_outcome_counts(*, requests: QuerySet[PocRequest]) -> dict[str, int]:
+    """How many requests have each outcome; "pending" for those not finished (no summary yet)."""
+    counts = {o: 0 for o in PocRequestSummary.Outcome.values} | {"pending": 0}
+    for row in requests.order_by().values("summary__outcome").annotate(n=Count("pk")):
+        counts[row["summary__outcome"] or "pending"] += row["n"]
+    return counts
+
+
+def portfolio_blocked(*, requests: QuerySet[PocRequest], limit: int) -> list[dict[str, Any]]:
+    """Requests whose targets no model meets, each with its blocking targets as sentences."""
+    blocked = requests.filter(summary__outcome=PocRequestSummary.Outcome.BLOCKED)[:limit]
+    return [{"request": r, "lines": describe_blocking(r.summary.blocking)} for r in blocked]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from decimal import Decimal
+from collections.abc import Iterable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
-from planner.models import Candidate, HardwareProfile, PocRequest
+from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary
 from plugins import registry
 
 logger = logging.getLogger(__name__)
@@ -205,6 +205,7 @@ def poc_request_finish(*, request_id: int) -> None:
         finished_at=timezone.now(),
         updated_at=timezone.now(),
     )
+    poc_request_summary_refresh(request_id=request_id)
 
 
 def poc_request_fail(*, request_id: int, error: str) -> None:
@@ -214,3 +215,70 @@ def poc_request_fail(*, request_id: int, error: str) -> None:
     Candidate.objects.filter(request_id=request_id).exclude(status=Candidate.Status.MEASURED).update(
         status=Candidate.Status.FAILED, error="not measured: the PoC stopped"
     )
+
+
+SUMMARY_PLACES = Decimal("0.000001")  # PocRequestSummary keeps amounts to 6 places: far below a cent
+SUMMARY_MONEY_FIELDS = (
+    "baseline_monthly_cost",
+    "monthly_cost",
+    "monthly_savings",
+    "one_time_cost",
+    "payback_months",
+    "roi",
+)
+
+
+def poc_request_summary_refresh(*, request_id: int) -> PocRequestSummary | None:
+    """Rebuild one request's portfolio summary (call it when its PoC finishes)."""
+    poc_request_summaries_refresh(request_ids=[request_id])
+    return PocRequestSummary.objects.filter(request_id=request_id).first()
+
+
+def poc_request_summaries_refresh(*, request_ids: Iterable[int] | None = None, chunk_size: int = 200) -> int:
+    """Rebuild the portfolio summaries of these requests (all when None) from their measured candidates.
+
+    Only a finished request gets a summary: a running one would show a recommendation that may change,
+    a failed one a recommendation from whatever was measured before it stopped. Idempotent; returns how
+    many summaries were written."""
+    from planner import selectors
+
+    ids = list(
+        PocRequest.objects.order_by("pk").values_list("pk", flat=True)
+        if request_ids is None
+        else sorted(set(request_ids))
+    )
+    written = 0
+    for start in range(0, len(ids), chunk_size):
+        chunk = ids[start : start + chunk_size]
+        summaries = []
+        requests = (
+            PocRequest.objects.filter(pk__in=chunk, status=PocRequest.Status.SUCCEEDED)
+            .select_related("hardware")
+            .prefetch_related("candidates")
+        )
+        now = timezone.now()
+        for poc_request in requests:
+            report = selectors.poc_request_roi(poc_request=poc_request)
+            if report is None:
+                continue
+            figures = selectors.summary_figures(report=report)
+            for name in SUMMARY_MONEY_FIELDS:
+                if figures[name] is not None:
+                    figures[name] = figures[name].quantize(SUMMARY_PLACES, rounding=ROUND_HALF_UP)
+            summary = PocRequestSummary(request_id=poc_request.pk, computed_at=now, **figures)
+            # The foreign keys are the rows just read; checking them again would cost a query each.
+            summary.full_clean(exclude=["request", "candidate"], validate_unique=False)
+            summaries.append(summary)
+        with transaction.atomic():
+            PocRequestSummary.objects.filter(request_id__in=chunk).exclude(
+                request_id__in=[s.request_id for s in summaries]
+            ).delete()
+            PocRequestSummary.objects.bulk_create(
+                summaries,
+                update_conflicts=True,
+                unique_fields=["request"],
+                update_fields=["outcome", "candidate", "candidate_label", *SUMMARY_MONEY_FIELDS]
+                + ["blocking", "computed_at"],
+            )
+        written += len(summaries)
+    return written

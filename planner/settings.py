@@ -1,5 +1,6 @@
 """Settings, all read from the environment (django-environ); defaults give the one-machine demo."""
 
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -32,6 +33,8 @@ MIDDLEWARE = [
     # Serves collected static files from gunicorn, so a deployment needs no separate file server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # After sessions, before common: picks the language from the switcher's cookie, else the browser's.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -63,7 +66,10 @@ if "DATABASE_URL" not in env:
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'planner.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ja", "日本語")]
+# The compiled catalogue (django.mo) is committed next to its django.po, so no deployment needs gettext.
+LOCALE_PATHS = [BASE_DIR / "planner" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -77,6 +83,12 @@ ARTIFACTS_ROOT = Path(env.path("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifact
 MODELS_ROOT = Path(env.path("MODELS_ROOT", default=str(VAR_DIR / "models")))
 DEMO_MODEL_DIR = Path(env.path("DEMO_MODEL_DIR", default=str(VAR_DIR / "demo" / "minilm-wiki-topics")))
 DATA_UPLOAD_MAX_BYTES = env.int("DATA_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+
+# Grid carbon intensity for the CO₂ column, in kg CO₂ per kWh. An assumption, not a measurement: set it to
+# your provider's or region's figure; managers can also change it in the dashboard's what-if controls.
+# An empty value shows energy without CO₂.
+_grid = env.str("GRID_KG_CO2_PER_KWH", default="0.4")
+GRID_KG_CO2_PER_KWH = Decimal(_grid) if _grid else None
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "planner:request-list"

@@ -1,13 +1,23 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
+from django.views.i18n import set_language
 
 from planner import views
 
 planner_patterns = [
     path("", views.request_list, name="request-list"),
+    path("portfolio.csv", views.portfolio_csv, name="portfolio-csv"),
     path("requests/new/", views.request_create, name="request-create"),
     path("requests/<int:pk>/", views.request_detail, name="request-detail"),
+    path("requests/<int:pk>/report/", views.request_report, name="request-report"),
+    path("requests/<int:pk>/candidates.csv", views.request_csv, name="request-csv"),
+    path(
+        "requests/<int:pk>/candidates/<int:candidate_pk>/",
+        views.candidate_measurement,
+        name="candidate-measurement",
+    ),
     path("requests/<int:pk>/progress/", views.request_progress, name="request-progress"),
     path("techniques/", views.technique_list, name="technique-list"),
 ]
@@ -16,5 +26,7 @@ urlpatterns = [
     path("", include((planner_patterns, "planner"))),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The language switcher works on the login page too.
+    path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("admin/", admin.site.urls),
 ]

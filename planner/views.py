@@ -1,21 +1,61 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
-from planner import selectors, services
+from planner import exports, selectors, services
+from planner.dashboard_forms import PortfolioFilterForm, WhatIfForm
 from planner.forms import DEFAULTS, PocRequestForm
-from planner.models import HardwareProfile, PocRequest
+from planner.models import Candidate, HardwareProfile, PocRequest
 from plugins import registry
 from plugins.base import ParamError
+
+PORTFOLIO_PAGE_SIZE = 50
+BLOCKED_SHOWN = 20
+
+
+def _portfolio(request: HttpRequest) -> tuple[PortfolioFilterForm, QuerySet[PocRequest]]:
+    form = PortfolioFilterForm(request.GET or None, owners=selectors.portfolio_owners(user=request.user))
+    return form, selectors.portfolio_requests(user=request.user, **form.filters())
 
 
 @require_GET
 def request_list(request: HttpRequest) -> HttpResponse:
-    poc_requests = selectors.poc_request_list_for_user(user=request.user)[:200]
-    return render(request, "planner/request_list.html", {"poc_requests": poc_requests})
+    """The portfolio: every request the user may see, with its recommendation and the totals."""
+    form, poc_requests = _portfolio(request)
+    page = Paginator(poc_requests, PORTFOLIO_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "planner/request_list.html",
+        {
+            "filter_form": form,
+            "page": page,
+            "totals": selectors.portfolio_totals(requests=poc_requests),
+            "counts": selectors.portfolio_outcome_counts(requests=poc_requests),
+            "blocked": selectors.portfolio_blocked(requests=poc_requests, limit=BLOCKED_SHOWN),
+            "blocked_shown": BLOCKED_SHOWN,
+        },
+    )
+
+
+@require_GET
+def portfolio_csv(request: HttpRequest) -> StreamingHttpResponse:
+    _form, poc_requests = _portfolio(request)
+    rows = exports.portfolio_rows(poc_requests.select_related("owner", "hardware").iterator(chunk_size=500))
+    return _csv_response(exports.csv_lines(exports.PORTFOLIO_COLUMNS, rows), "portfolio")
+
+
+def _csv_response(lines, name: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.csv"'
+    return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -28,12 +68,33 @@ def request_create(request: HttpRequest) -> HttpResponse:
             except ParamError as exc:
                 form.add_error("techniques", str(exc))
             else:
-                messages.success(request, "Request filed; the worker measures the baseline first.")
+                messages.success(request, _("Request filed; the worker measures the baseline first."))
                 return redirect("planner:request-detail", pk=poc_request.pk)
     else:
         initial = {**DEFAULTS, "hardware": HardwareProfile.objects.filter(device_kind="cpu").first()}
         form = PocRequestForm(initial=initial)
-    return render(request, "planner/request_form.html", {"form": form})
+    return render(request, "planner/request_form.html", {"form": localise_form(form)})
+
+
+def localise_form(form: PocRequestForm) -> PocRequestForm:
+    """The request form's labels, help texts and choices in the reader's language (see form_strings)."""
+    for field in form.fields.values():
+        if field.label:
+            field.label = _(str(field.label))
+        if field.help_text:
+            field.help_text = _(str(field.help_text))
+        if getattr(field, "choices", None) and not hasattr(field, "queryset"):
+            field.choices = [(value, _localise_choice(str(label))) for value, label in field.choices]
+    return form
+
+
+def _localise_choice(label: str) -> str:
+    prefix = "Local: "  # planner.forms labels the models under MODELS_ROOT this way
+    if not label:
+        return label  # gettext("") would return the catalogue's header
+    if label.startswith(prefix):
+        return _("Local: %(name)s") % {"name": label.removeprefix(prefix)}
+    return _(label)
 
 
 def _get_request(request: HttpRequest, pk: int) -> PocRequest:
@@ -43,24 +104,83 @@ def _get_request(request: HttpRequest, pk: int) -> PocRequest:
         raise Http404("No such request") from None
 
 
+def _dashboard(request: HttpRequest, pk: int) -> tuple[selectors.RequestDashboard, WhatIfForm]:
+    """The request's dashboard, under the what-if economics in the query string when they are valid (when
+    they are not, the form says why next to the control and the page shows the request's own figures)."""
+    poc_request = _get_request(request, pk)
+    whatif = WhatIfForm(request.GET, poc_request=poc_request)
+    economics = whatif.economics if whatif.is_bound and whatif.is_valid() else None
+    return selectors.poc_request_dashboard(poc_request=poc_request, economics=economics), whatif
+
+
 @require_GET
 def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    poc_request = _get_request(request, pk)
-    report = selectors.poc_request_roi(poc_request=poc_request)
-    comparisons = selectors.candidate_comparisons(poc_request=poc_request)
-    rows = [
-        {
-            "candidate": c,
-            "roi": report.row(str(c.pk)) if report and c.status == c.Status.MEASURED else None,
-            "comparison": comparisons.get(c.pk),
-            "batch1": c.latency_at(1),
-        }
-        for c in poc_request.candidates.all()
-    ]
+    dashboard, whatif = _dashboard(request, pk)
     return render(
         request,
         "planner/request_detail.html",
-        {"poc_request": poc_request, "report": report, "rows": rows},
+        {"poc_request": dashboard.poc_request, "dashboard": dashboard, "whatif": whatif},
+    )
+
+
+@require_GET
+def request_report(request: HttpRequest, pk: int) -> HttpResponse:
+    """The dashboard as a printable page (print stylesheet; "Save as PDF" in the browser)."""
+    dashboard, whatif = _dashboard(request, pk)
+    return render(
+        request,
+        "planner/request_report.html",
+        {
+            "poc_request": dashboard.poc_request,
+            "dashboard": dashboard,
+            "whatif": whatif,
+            "now": timezone.now(),
+        },
+    )
+
+
+@require_GET
+def request_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    dashboard, _whatif = _dashboard(request, pk)
+    suffix = "-what-if" if dashboard.is_whatif else ""
+    lines = exports.csv_lines(exports.CANDIDATE_COLUMNS, exports.candidate_rows(dashboard))
+    return _csv_response(lines, f"request-{pk}-candidates{suffix}")
+
+
+@require_GET
+def candidate_measurement(request: HttpRequest, pk: int, candidate_pk: int) -> HttpResponse:
+    """The raw measurement of one candidate: the batch sweep, sizes, memory and the environment."""
+    try:
+        candidate = selectors.candidate_get_for_user(user=request.user, request_pk=pk, pk=candidate_pk)
+    except Candidate.DoesNotExist:
+        raise Http404(_("No such candidate")) from None
+    if request.GET.get("format") == "json":
+        return JsonResponse(
+            {
+                "request": candidate.request_id,
+                "candidate": candidate.pk,
+                "pipeline": candidate.pipeline,
+                "status": candidate.status,
+                "error": candidate.error,
+                "accuracy": candidate.accuracy,
+                "macro_f1": candidate.macro_f1,
+                "latency": candidate.latency,
+                "size_bytes": candidate.size_bytes,
+                "parameters": candidate.parameters,
+                "nonzero_parameters": candidate.nonzero_parameters,
+                "peak_memory_bytes": candidate.peak_memory_bytes,
+                "produce_seconds": candidate.produce_seconds,
+                "device_hours": candidate.device_hours,
+                "environment": candidate.environment,
+                "notes": candidate.notes,
+                "measured_at": candidate.measured_at,
+            },
+            json_dumps_params={"ensure_ascii": False, "indent": 2},
+        )
+    return render(
+        request,
+        "planner/candidate_measurement.html",
+        {"candidate": candidate, "poc_request": candidate.request},
     )
 
 

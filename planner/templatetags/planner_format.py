@@ -3,35 +3,52 @@
 from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
+from django.utils.translation import gettext as _
 
 register = template.Library()
+
+
+def _missing(value) -> bool:
+    # "" is what the template engine gives for an attribute of a missing object (a candidate with no
+    # figures yet): shown as a dash, like None.
+    return value is None or value == ""
+
 
 ZERO_DECIMAL_CURRENCIES = {"JPY", "KRW"}
 SYMBOLS = {"USD": "$", "EUR": "€", "JPY": "¥", "GBP": "£"}
 
 
+def money_places(currency: str) -> int:
+    return 0 if currency in ZERO_DECIMAL_CURRENCIES else 2
+
+
+def quantize_money(value, currency: str) -> Decimal:
+    """The amount as shown: rounded half up to the currency's minor unit (exports and charts use this too)."""
+    places = money_places(currency)
+    return Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
 @register.filter
 def money(value, currency="USD"):
-    if value is None or value == "":
+    if _missing(value):
         return "—"
-    places = Decimal(1) if currency in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
-    amount = Decimal(value).quantize(places, rounding=ROUND_HALF_UP)
+    amount = quantize_money(value, currency)
     sign = "−" if amount < 0 else ""
-    digits = f"{abs(amount):,.{0 if places == 1 else 2}f}"
+    digits = f"{abs(amount):,.{money_places(currency)}f}"
     symbol = SYMBOLS.get(currency)
     return f"{sign}{symbol}{digits}" if symbol else f"{sign}{digits} {currency}"
 
 
 @register.filter
 def pct(value, places=1):
-    if value is None:
+    if _missing(value):
         return "—"
     return f"{float(value) * 100:.{int(places)}f}%"
 
 
 @register.filter
 def ms(value):
-    if value is None:
+    if _missing(value):
         return "—"
     value = float(value)
     return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
@@ -39,11 +56,21 @@ def ms(value):
 
 @register.filter
 def ratio(value):
-    return "—" if value is None else f"{float(value):.2f}×"
+    return "—" if _missing(value) else f"{float(value):.2f}×"
 
 
 @register.filter
 def number(value, places=1):
-    if value is None:
+    if _missing(value):
         return "—"
-    return f"{Decimal(value):,.{int(places)}f}"
+    # Half up, like money ("47.45" → "47.5"); a float goes through str() so 0.15 is 0.15, not 0.1499….
+    exact = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    return f"{exact.quantize(Decimal(1).scaleb(-int(places)), rounding=ROUND_HALF_UP):,}"
+
+
+@register.filter
+def months(value):
+    """A payback period: '3.2 months'; '—' when there is none."""
+    if _missing(value):
+        return "—"
+    return _("%(months)s months") % {"months": f"{Decimal(value):,.1f}"}

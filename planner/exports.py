@@ -1,0 +1,177 @@
+"""CSV exports of a request's candidates and of the portfolio.
+
+Columns are stable English identifiers (spreadsheets and scripts key on them), whatever the UI language.
+Money is the displayed amount (rounded half up to the currency's minor unit) without symbols or grouping,
+with the currency in its own column; the file starts with a UTF-8 byte-order mark so that spreadsheet
+programs read Japanese titles correctly.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from planner.models import PocRequest
+from planner.selectors import RequestDashboard, describe_blocking
+from planner.templatetags.planner_format import quantize_money
+
+BOM = "\ufeff"
+
+CANDIDATE_COLUMNS = [
+    "request_id",
+    "request_title",
+    "scenario",
+    "currency",
+    "candidate_id",
+    "candidate",
+    "is_baseline",
+    "status",
+    "accuracy",
+    "macro_f1",
+    "p50_ms_batch1",
+    "p95_ms_batch1",
+    "p99_ms_batch1",
+    "capacity_rps_per_replica",
+    "capacity_batch_size",
+    "replicas",
+    "monthly_cost",
+    "cost_per_1m_requests",
+    "monthly_savings",
+    "one_time_cost",
+    "payback_months",
+    "roi_over_horizon_pct",
+    "total_cost_over_horizon",
+    "energy_kwh_month",
+    "co2_kg_month",
+    "feasible",
+    "recommended",
+    "reasons",
+    "size_bytes",
+    "parameters",
+    "nonzero_parameters",
+    "device",
+    "measured_at",
+]
+
+PORTFOLIO_COLUMNS = [
+    "request_id",
+    "title",
+    "owner",
+    "status",
+    "hardware",
+    "currency",
+    "outcome",
+    "recommended_candidate",
+    "baseline_monthly_cost",
+    "recommended_monthly_cost",
+    "monthly_savings",
+    "one_time_cost",
+    "payback_months",
+    "roi_over_horizon_pct",
+    "horizon_months",
+    "blocking",
+    "created_at",
+    "finished_at",
+    "summary_computed_at",
+]
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(header: list[str], rows: Iterable[list[Any]]) -> Iterator[str]:
+    """CSV text, line by line (for a streaming response)."""
+    writer = csv.writer(_Echo())
+    yield BOM + writer.writerow(header)
+    for row in rows:
+        yield writer.writerow([_cell(v) for v in row])
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    # A cell a spreadsheet would run as a formula (a title such as "=HYPERLINK(…)") is quoted as text.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _money(value: Decimal | None, currency: str) -> Decimal | None:
+    return None if value is None else quantize_money(value, currency)
+
+
+def _fixed(value: Decimal | float | None, places: int) -> str | None:
+    return None if value is None else f"{Decimal(str(value)):.{places}f}"
+
+
+def candidate_rows(dashboard: RequestDashboard) -> Iterator[list[Any]]:
+    poc_request, cur = dashboard.poc_request, dashboard.currency
+    scenario = "what-if" if dashboard.is_whatif else "as filed"
+    for row in dashboard.rows:
+        c, f, b1 = row.candidate, row.figures, row.batch1 or {}
+        yield [
+            poc_request.pk,
+            poc_request.title,
+            scenario,
+            cur,
+            c.pk,
+            c.label,
+            c.is_baseline,
+            c.status,
+            c.accuracy,
+            c.macro_f1,
+            b1.get("p50_ms"),
+            b1.get("p95_ms"),
+            b1.get("p99_ms"),
+            _fixed(f.capacity_rps, 3) if f else None,
+            row.capacity_batch,
+            f.replicas if f else None,
+            _money(f.monthly_cost, cur) if f else None,
+            _money(f.cost_per_million, cur) if f else None,
+            _money(f.monthly_savings, cur) if f else None,
+            _money(f.one_time_cost, cur) if f else None,
+            _fixed(f.payback_months, 2) if f else None,
+            _fixed(f.roi * 100, 1) if f and f.roi is not None else None,
+            _money(f.total_cost_over_horizon, cur) if f else None,
+            _fixed(f.energy_kwh_month, 3) if f else None,
+            _fixed(f.co2_kg_month, 3) if f else None,
+            f.feasible if f else None,
+            row.recommended,
+            "; ".join(row.blockers) or c.error,
+            c.size_bytes,
+            c.parameters,
+            c.nonzero_parameters,
+            c.environment.get("device_name") or c.environment.get("device"),
+            c.measured_at.isoformat() if c.measured_at else None,
+        ]
+
+
+def portfolio_rows(requests: Iterable[PocRequest]) -> Iterator[list[Any]]:
+    for r in requests:
+        s = getattr(r, "summary", None)
+        cur = r.currency
+        yield [
+            r.pk,
+            r.title,
+            r.owner.get_username(),
+            r.status,
+            r.hardware.name,
+            cur,
+            s.outcome if s else "pending",
+            s.candidate_label if s else None,
+            _money(s.baseline_monthly_cost, cur) if s else None,
+            _money(s.monthly_cost, cur) if s else None,
+            _money(s.monthly_savings, cur) if s else None,
+            _money(s.one_time_cost, cur) if s else None,
+            _fixed(s.payback_months, 2) if s else None,
+            _fixed(s.roi * 100, 1) if s and s.roi is not None else None,
+            r.horizon_months,
+            " ".join(describe_blocking(s.blocking)) if s else None,
+            r.created_at.isoformat(),
+            r.finished_at.isoformat() if r.finished_at else None,
+            s.computed_at.isoformat() if s else None,
+        ]

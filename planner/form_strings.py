@@ -1,0 +1,31 @@
+"""The request form's English labels, help texts and choices (planner/forms.py), marked for translation.
+
+planner/forms.py marks none of its strings, so they are listed here for ``makemessages`` and
+``views.localise_form`` translates a form's strings with them when it is rendered. Once forms.py wraps
+its strings in ``gettext_lazy`` this module and that function can go.
+"""
+
+from django.utils.translation import gettext_noop
+
+REQUEST_FORM_STRINGS = (
+    gettext_noop("Model"),
+    gettext_noop("The model to compress, as it is served today."),
+    gettext_noop("Task data"),
+    gettext_noop("Demo: Wikipedia lead paragraphs by topic (11 labels)"),
+    gettext_noop("Upload a CSV or JSONL file"),
+    # xgettext:no-python-format
+    gettext_noop("20% of it, chosen by a fixed hash, is held out for accuracy and never trained on."),
+    gettext_noop("Data file"),
+    gettext_noop("CSV or JSONL with a 'text' column and a 'label' column (UTF-8)."),
+    gettext_noop("Candidates to try"),
+    gettext_noop("Each pipeline becomes one candidate, measured against the baseline on the same device."),
+    gettext_noop("More pipelines"),
+    gettext_noop("One per line, steps joined by → (or >). A quantizer must be the last step."),
+    gettext_noop("p95 latency target (ms)"),
+    gettext_noop("Target utilisation (0–1)"),
+    gettext_noop("A candidate must keep at least this share of the baseline's accuracy."),
+    gettext_noop("Peak traffic ÷ average traffic."),
+    gettext_noop("How busy a replica may run at peak; headroom for bursts."),
+    gettext_noop("Hours to take a compressed model to production."),
+    gettext_noop("Demo: MiniLM-L6 fine-tuned on Wikipedia topics"),
+)

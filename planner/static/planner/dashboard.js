@@ -1,0 +1,225 @@
+// Draws the request dashboard's three charts from the JSON the page embeds (#dashboard-data), with the
+// vendored Chart.js. The figures are computed on the server; this file only plots them. Labels come from
+// data-text-* attributes on #charts, so they are translated with the rest of the page.
+(function () {
+  "use strict";
+
+  document.querySelectorAll("[data-print]").forEach(function (button) {
+    button.addEventListener("click", function () { window.print(); });
+  });
+
+  const dataNode = document.getElementById("dashboard-data");
+  const section = document.getElementById("charts");
+  if (!dataNode || !section || typeof window.Chart === "undefined") return;
+  const data = JSON.parse(dataNode.textContent);
+  const text = section.dataset;
+  const locale = document.documentElement.lang || "en";
+  const money = new Intl.NumberFormat(locale, { style: "currency", currency: data.currency });
+  const colours = {
+    ok: "#1a7f37", bad: "#b42318", accent: "#1f6feb", muted: "#8c959f", region: "rgba(26, 127, 55, 0.08)",
+  };
+
+  Chart.defaults.animation = false; // figures, not a show: draw at once (and print what is drawn)
+  Chart.defaults.maintainAspectRatio = false;
+  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+
+  // Dashed reference lines (and an optional shaded rectangle) drawn under the datasets.
+  function guides(spec) {
+    return {
+      id: "guides",
+      beforeDatasetsDraw: function (chart) {
+        const ctx = chart.ctx, area = chart.chartArea, x = chart.scales.x, y = chart.scales.y;
+        ctx.save();
+        if (spec.region) {
+          const r = spec.region;
+          const left = Math.max(area.left, x.getPixelForValue(r.xMin));
+          const right = Math.min(area.right, x.getPixelForValue(r.xMax));
+          const top = Math.max(area.top, y.getPixelForValue(r.yMax));
+          const bottom = Math.min(area.bottom, y.getPixelForValue(r.yMin));
+          if (right > left && bottom > top) {
+            ctx.fillStyle = colours.region;
+            ctx.fillRect(left, top, right - left, bottom - top);
+          }
+        }
+        ctx.setLineDash([6, 4]);
+        ctx.lineWidth = 1;
+        ctx.font = "12px " + Chart.defaults.font.family;
+        (spec.lines || []).forEach(function (line) {
+          ctx.strokeStyle = line.colour;
+          ctx.fillStyle = line.colour;
+          ctx.beginPath();
+          if (line.x !== undefined) {
+            const px = x.getPixelForValue(line.x);
+            if (px < area.left) return;
+            if (px > area.right) {
+              // Off the scale to the right (a target far above every measurement): say where it is.
+              const label = line.label + " →";
+              ctx.fillText(label, area.right - ctx.measureText(label).width - 2, area.top + 12);
+              return;
+            }
+            ctx.moveTo(px, area.top);
+            ctx.lineTo(px, area.bottom);
+            ctx.stroke();
+            ctx.fillText(line.label, Math.min(px + 4, area.right - ctx.measureText(line.label).width), area.top + 12);
+          } else {
+            const py = y.getPixelForValue(line.y);
+            if (py < area.top || py > area.bottom) return;
+            ctx.moveTo(area.left, py);
+            ctx.lineTo(area.right, py);
+            ctx.stroke();
+            ctx.fillText(line.label, area.left + 4, py - 4);
+          }
+        });
+        ctx.restore();
+      },
+    };
+  }
+
+  function paretoChart(canvas) {
+    const points = data.pareto;
+    const slowest = Math.max.apply(null, points.map(function (p) { return p.p95_ms; }).concat([0]));
+    const ys = points.map(function (p) { return p.accuracy_pct; }).concat([data.accuracy_floor_pct]);
+    // A target far beyond every model would squeeze them all into one corner: then the axis ends past
+    // the slowest model and the target line is labelled at the edge instead.
+    const xMax = data.p95_target_ms > 4 * slowest && slowest > 0
+      ? slowest * 1.6
+      : Math.max(slowest, data.p95_target_ms) * 1.15;
+    const yMin = Math.max(0, Math.floor(Math.min.apply(null, ys) - 1));
+    const yMax = Math.min(100, Math.ceil(Math.max.apply(null, ys) + 1));
+    function group(filter, label, colour, style) {
+      return {
+        type: "scatter",
+        label: label,
+        data: points.filter(filter).map(function (p) { return { x: p.p95_ms, y: p.accuracy_pct, name: p.label }; }),
+        backgroundColor: colour,
+        borderColor: colour,
+        pointStyle: style || "circle",
+        pointRadius: style === "star" ? 9 : 6,
+        pointHoverRadius: style === "star" ? 11 : 8,
+        borderWidth: style === "star" ? 2 : 1,
+      };
+    }
+    const front = points.filter(function (p) { return p.frontier; })
+      .sort(function (a, b) { return a.p95_ms - b.p95_ms; })
+      .map(function (p) { return { x: p.p95_ms, y: p.accuracy_pct, name: p.label }; });
+    return new Chart(canvas, {
+      type: "scatter",
+      data: {
+        datasets: [
+          { type: "line", label: text.textFrontier, data: front, borderColor: colours.muted, borderWidth: 1,
+            pointRadius: 0, fill: false, tension: 0 },
+          group(function (p) { return p.recommended; }, text.textRecommended, colours.accent, "star"),
+          group(function (p) { return p.baseline && !p.recommended; }, text.textBaseline, "#1d2430", "triangle"),
+          group(function (p) { return p.feasible && !p.recommended && !p.baseline; }, text.textFeasible, colours.ok),
+          group(function (p) { return !p.feasible && !p.recommended && !p.baseline; }, text.textInfeasible, colours.bad),
+        ],
+      },
+      options: {
+        scales: {
+          x: { type: "linear", min: 0, max: xMax, title: { display: true, text: text.textP95 } },
+          y: { min: yMin, max: yMax, title: { display: true, text: text.textAccuracy } },
+        },
+        plugins: {
+          tooltip: {
+            callbacks: {
+              label: function (item) {
+                const p = item.raw;
+                return p.name + ": " + p.x.toFixed(1) + " ms, " + p.y.toFixed(1) + "%";
+              },
+            },
+          },
+        },
+      },
+      plugins: [guides({
+        region: { xMin: 0, xMax: data.p95_target_ms, yMin: data.accuracy_floor_pct, yMax: 100 },
+        lines: [
+          { x: data.p95_target_ms, label: text.textTarget + " " + data.p95_target_ms + " ms", colour: colours.bad },
+          { y: data.accuracy_floor_pct, label: text.textFloor + " " + data.accuracy_floor_pct.toFixed(1) + "%", colour: colours.bad },
+        ],
+      })],
+    });
+  }
+
+  function costChart(canvas) {
+    const bars = data.cost;
+    return new Chart(canvas, {
+      type: "bar",
+      data: {
+        // A long pipeline goes on several lines, one step each, rather than being cut at the edge.
+        labels: bars.map(function (b) {
+          if (b.baseline) return text.textBaseline;
+          const steps = b.label.split(" → ");
+          return steps.map(function (step, i) { return i < steps.length - 1 ? step + " →" : step; });
+        }),
+        datasets: [{
+          label: text.textMonthlyCost,
+          data: bars.map(function (b) { return b.monthly_cost === null ? null : parseFloat(b.monthly_cost); }),
+          backgroundColor: bars.map(function (b) {
+            return b.recommended ? colours.accent : b.baseline ? "#1d2430" : b.feasible ? colours.ok : colours.muted;
+          }),
+        }],
+      },
+      options: {
+        indexAxis: "y",
+        scales: { x: { beginAtZero: true, ticks: { callback: function (v) { return money.format(v); } } } },
+        plugins: {
+          legend: { display: false },
+          tooltip: {
+            callbacks: {
+              label: function (item) {
+                const b = bars[item.dataIndex];
+                if (b.monthly_cost === null) return text.textUnservable;
+                return [
+                  text.textMonthlyCost + ": " + money.format(parseFloat(b.monthly_cost)),
+                  text.textPerMillion + ": " + money.format(parseFloat(b.cost_per_million)),
+                ];
+              },
+            },
+          },
+        },
+      },
+    });
+  }
+
+  function cashflowChart(canvas) {
+    const flow = data.cashflow;
+    const values = flow.cumulative.map(parseFloat);
+    const lines = [{ y: 0, label: "0", colour: colours.muted }];
+    if (flow.payback_months !== null && flow.payback_months <= values.length - 1) {
+      lines.push({ x: flow.payback_months, label: text.textPayback + " " + flow.payback_months.toFixed(1), colour: colours.ok });
+    }
+    return new Chart(canvas, {
+      type: "line",
+      data: {
+        datasets: [{
+          label: text.textCumulative + ": " + flow.label,
+          data: values.map(function (v, month) { return { x: month, y: v }; }),
+          borderColor: colours.accent,
+          backgroundColor: colours.accent,
+          pointRadius: 2,
+          tension: 0,
+          segment: {
+            borderColor: function (ctx) { return ctx.p1.parsed.y < 0 ? colours.bad : colours.ok; },
+          },
+        }],
+      },
+      options: {
+        scales: {
+          x: { type: "linear", min: 0, max: values.length - 1, ticks: { stepSize: 1 }, title: { display: true, text: text.textMonth } },
+          y: { ticks: { callback: function (v) { return money.format(v); } } },
+        },
+        plugins: {
+          tooltip: { callbacks: { label: function (item) { return money.format(item.parsed.y); } } },
+        },
+      },
+      plugins: [guides({ lines: lines })],
+    });
+  }
+
+  const charts = [["chart-pareto", paretoChart], ["chart-cost", costChart], ["chart-cashflow", cashflowChart]];
+  charts.forEach(function (pair) {
+    const canvas = document.getElementById(pair[0]);
+    if (canvas) pair[1](canvas);
+  });
+  section.dataset.rendered = "true"; // the browser test waits for this
+})();

@@ -1,0 +1,90 @@
+"""Requests with measured candidates, made through the services the worker uses (no worker, no torch)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from planner import services
+from planner.models import PocRequest
+from workers.runner import CandidateResult
+
+INT8 = [{"technique": "quantize.dynamic-int8"}]
+
+
+def sweep(p95_batch1_ms: float, *, batch_sizes=(1, 8)) -> list[dict[str, Any]]:
+    """A batch sweep whose batch-b time grows like sqrt(b): batching pays, and p95 = 1.25 × p50."""
+    points = []
+    for b in batch_sizes:
+        p95 = p95_batch1_ms * b**0.5
+        points.append(
+            {
+                "batch_size": b,
+                "p50_ms": p95 * 0.8,
+                "p95_ms": p95,
+                "p99_ms": p95 * 1.1,
+                "mean_ms": p95 * 0.85,
+                "throughput_rps": b * 1000 / (p95 * 0.8),
+                "iterations": 100,
+                "mean_tokens": 20.0,
+            }
+        )
+    return points
+
+
+def record(candidate, *, accuracy: float, latency: list[dict], size: int = 4_000_000, device_hours=0.01):
+    services.candidate_record_result(
+        candidate=candidate,
+        result=CandidateResult(
+            str(candidate.pk),
+            ok=True,
+            figures={
+                "accuracy": accuracy,
+                "macro_f1": accuracy - 0.01,
+                "latency": latency,
+                "size_bytes": size,
+                "parameters": 1000,
+                "nonzero_parameters": 900,
+                "peak_memory_bytes": 10**8,
+                "produce_seconds": 36.0,
+                "device_hours": device_hours,
+            },
+            environment={"device": "cpu", "device_name": "test CPU", "threads": 1, "torch": "2.x"},
+            notes={},
+        ),
+    )
+
+
+def measured_request(
+    *,
+    owner,
+    hardware,
+    title: str = "Tickets",
+    models: list[tuple[float, list[dict]]],
+    p95_target_ms: Decimal = Decimal(30),
+    accuracy_floor_pct: Decimal = Decimal(97),
+    requests_per_day: int = 8_640_000,
+    finish: bool = True,
+    **economics: Any,
+) -> PocRequest:
+    """A request whose models ((accuracy, latency sweep), the baseline first) are measured; finished and
+    summarised for the portfolio unless finish=False."""
+    poc_request = services.poc_request_create(
+        owner=owner,
+        title=title,
+        model_ref="demo",
+        dataset_ref="demo",
+        p95_target_ms=p95_target_ms,
+        accuracy_floor_pct=accuracy_floor_pct,
+        requests_per_day=requests_per_day,
+        hardware=hardware,
+        pipelines=[INT8] * (len(models) - 1),
+        **economics,
+    )
+    for candidate, (accuracy, latency) in zip(poc_request.candidates.all(), models, strict=True):
+        record(candidate, accuracy=accuracy, latency=latency)
+    if finish:
+        services.poc_request_finish(request_id=poc_request.pk)
+        services.poc_request_summary_refresh(request_id=poc_request.pk)
+    poc_request.refresh_from_db()
+    return poc_request
