@@ -13,6 +13,19 @@ CURRENCIES = [
 ]
 
 
+class Team(models.Model):
+    """The unit of visibility: a request belongs to a team, and only its members (and staff) see it."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="teams", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class HardwareProfile(models.Model):
     class DeviceKind(models.TextChoices):
         CPU = "cpu", _("CPU")
@@ -46,6 +59,11 @@ class PocRequest(models.Model):
         RUNNING = "running", _("Running")
         SUCCEEDED = "succeeded", _("Finished")
         FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved", _("Approved")
+        REJECTED = "rejected", _("Rejected")
 
     class Task(models.TextChoices):
         SEQUENCE_CLASSIFICATION = "sequence-classification", _("Text classification")
@@ -115,6 +133,10 @@ class PocRequest(models.Model):
     )
     currency = models.CharField(_("currency"), max_length=3, choices=CURRENCIES, default="USD")
 
+    team = models.ForeignKey(
+        "Team", on_delete=models.PROTECT, related_name="poc_requests", verbose_name=_("team")
+    )
+
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
     progress_message = models.CharField(max_length=300, blank=True)
@@ -124,9 +146,26 @@ class PocRequest(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The broker message that carries this request, and the last sign of life from the worker running it:
+    # the reconciler compares both with the broker and the clock to find requests the broker lost.
+    task_id = models.CharField(max_length=64, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True)
+    decision_comment = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("decide_pocrequest", "Can approve or reject a request's recommendation"),
+            ("view_portfolio", "Can see the portfolio of the team's requests"),
+        ]
 
     def __str__(self) -> str:
         return self.title

@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
-from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary
+from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary, Team
 from plugins import registry
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def poc_request_create(
     accuracy_floor_pct: Decimal,
     requests_per_day: int,
     hardware: HardwareProfile,
+    team: Team | None = None,
     pipelines: Sequence[Sequence[dict[str, Any]]],
     peak_factor: Decimal = Decimal("2"),
     target_utilisation: Decimal = Decimal("0.7"),
@@ -47,6 +48,7 @@ def poc_request_create(
     with transaction.atomic():
         poc_request = PocRequest(
             owner=owner,
+            team=team or team_for_user(user=owner),
             title=title,
             task=task,
             model_ref=model_ref,
@@ -75,6 +77,16 @@ def poc_request_create(
         Candidate.objects.bulk_create(candidates)
         transaction.on_commit(lambda: poc_request_enqueue(poc_request=poc_request))
     return poc_request
+
+
+def team_for_user(*, user: Any) -> Team:
+    """The team a user's requests go to when they do not choose: their first team, else a team of their
+    own (created on first use), so a user never sees another team's requests by default."""
+    team = user.teams.order_by("name").first()
+    if team is None:
+        team, _ = Team.objects.get_or_create(name=f"{user.get_username()}'s team")
+        team.members.add(user)
+    return team
 
 
 def poc_request_enqueue(*, poc_request: PocRequest) -> None:

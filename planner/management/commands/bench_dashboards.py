@@ -120,11 +120,13 @@ class Command(BaseCommand):
     def _create(self, user, hardware, n_requests: int, n_candidates: int, seed: int) -> list[int]:
         rng = random.Random(seed)
         now = timezone.now()
+        team = services.team_for_user(user=user)
         with transaction.atomic():
             requests = PocRequest.objects.bulk_create(
                 [
                     PocRequest(
                         owner=user,
+                        team=team,
                         title=f"{TITLE_PREFIX} synthetic request {i + 1}",
                         model_ref=MODEL_REF,
                         dataset_ref="demo",
