@@ -30,6 +30,7 @@ demo: install
 	@echo "Serving on http://127.0.0.1:$(PORT)/ — log in as demo / demo. Ctrl-C stops the server and the worker."
 	trap 'kill 0' EXIT; \
 	$(DEMO_ENV) $(VENV)/bin/celery -A workers.app worker -Q cpu,gpu --pool solo --loglevel INFO & \
+	$(DEMO_ENV) $(PY) manage.py reconcile_poc_requests --every 60 & \
 	$(DEMO_ENV) $(PY) manage.py runserver 127.0.0.1:$(PORT) --noreload
 
 lint: install

@@ -1,7 +1,24 @@
 from django.contrib import admin, messages
+from django.db.models import Count
 
 from planner import services
-from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary
+from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary, Team
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    """Teams decide who sees which requests; roles (groups) decide what members may do."""
+
+    list_display = ["name", "member_count"]
+    search_fields = ["name", "members__username"]
+    filter_horizontal = ["members"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_member_count=Count("members"))
+
+    @admin.display(description="members", ordering="_member_count")
+    def member_count(self, obj):
+        return obj._member_count
 
 
 @admin.register(HardwareProfile)
@@ -10,10 +27,7 @@ class HardwareProfileAdmin(admin.ModelAdmin):
     list_editable = ["price_per_hour", "power_watts"]
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if change:
-            # The portfolio's stored figures use this price: recompute them with the new one.
-            services.poc_request_summaries_refresh(request_ids=obj.poc_requests.values_list("pk", flat=True))
+        services.hardware_profile_save(hardware=obj)  # recomputes the portfolio figures at the new price
 
 
 class CandidateInline(admin.TabularInline):
@@ -25,11 +39,16 @@ class CandidateInline(admin.TabularInline):
 
 @admin.register(PocRequest)
 class PocRequestAdmin(admin.ModelAdmin):
-    list_display = ["title", "owner", "status", "progress", "hardware", "created_at"]
-    list_filter = ["status", "hardware"]
-    search_fields = ["title", "owner__username"]
-    list_select_related = ["owner", "hardware"]
+    list_display = ["title", "team", "owner", "status", "progress", "hardware", "decision", "created_at"]
+    list_filter = ["status", "team", "decision", "hardware"]
+    search_fields = ["title", "owner__username", "team__name"]
+    list_select_related = ["owner", "hardware", "team"]
+    # A decision is made on the request's page, where it records who made it and when.
     readonly_fields = [
+        "decision",
+        "decision_comment",
+        "decided_by",
+        "decided_at",
         "status",
         "progress",
         "progress_message",

@@ -75,6 +75,12 @@ PORTFOLIO_COLUMNS = [
     "created_at",
     "finished_at",
     "summary_computed_at",
+    # Added later, at the end so that scripts reading columns by position keep working.
+    "team",
+    "decision",
+    "decision_comment",
+    "decided_by",
+    "decided_at",
 ]
 
 
@@ -151,6 +157,7 @@ def candidate_rows(dashboard: RequestDashboard) -> Iterator[list[Any]]:
 
 
 def portfolio_rows(requests: Iterable[PocRequest]) -> Iterator[list[Any]]:
+    """Rows of requests with their summary, owner, hardware, team and decider selected (one query)."""
     for r in requests:
         s = getattr(r, "summary", None)
         cur = r.currency
@@ -174,4 +181,9 @@ def portfolio_rows(requests: Iterable[PocRequest]) -> Iterator[list[Any]]:
             r.created_at.isoformat(),
             r.finished_at.isoformat() if r.finished_at else None,
             s.computed_at.isoformat() if s else None,
+            r.team.name,
+            r.decision,
+            r.decision_comment,
+            r.decided_by.get_username() if r.decided_by else None,
+            r.decided_at.isoformat() if r.decided_at else None,
         ]

@@ -28,4 +28,6 @@ REQUEST_FORM_STRINGS = (
     gettext_noop("How busy a replica may run at peak; headroom for bursts."),
     gettext_noop("Hours to take a compressed model to production."),
     gettext_noop("Demo: MiniLM-L6 fine-tuned on Wikipedia topics"),
+    gettext_noop("Team"),
+    gettext_noop("The members of this team see the request."),
 )

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
 from django import forms
 from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.utils.translation import gettext_lazy as _
 
-from planner.models import HardwareProfile, PocRequest
+from planner.models import HardwareProfile, PocRequest, Team
 from plugins import registry
 from plugins.artifacts import ModelLoadError, check_model_dir
 from plugins.base import Param
-from workers.datasets import DataError, parse_task_data, split_examples
+from workers.datasets import DataError, load_demo_examples, parse_task_data, split_examples
 
 DEMO = "demo"
 UPLOAD = "upload"
@@ -33,15 +37,27 @@ def param_field(param: Param) -> forms.Field:
         return forms.IntegerField(min_value=param.minimum, max_value=param.maximum, **common)
     if param.type is float:
         return forms.FloatField(min_value=param.minimum, max_value=param.maximum, **common)
-    return forms.CharField(**common)
+    return forms.CharField(max_length=500, **common)
 
 
 def local_model_choices() -> list[tuple[str, str]]:
-    """Directories directly under MODELS_ROOT that hold a saved model."""
-    root = settings.MODELS_ROOT
+    """Directories directly under MODELS_ROOT that hold a saved model, links out of it left out."""
+    root = settings.MODELS_ROOT.resolve()
     if not root.is_dir():
         return []
-    return [(p.name, p.name) for p in sorted(root.iterdir()) if p.is_dir() and (p / "config.json").is_file()]
+    return [
+        (p.name, p.name)
+        for p in sorted(root.iterdir())
+        if not p.name.startswith(".") and _inside(p, root) and p.is_dir() and (p / "config.json").is_file()
+    ]
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with every symlink followed, lies under ``root`` (itself resolved)."""
+    try:
+        return root in path.resolve().parents
+    except (OSError, RuntimeError):  # a broken or looping link
+        return False
 
 
 def resolve_model_dir(ref: str) -> Path:
@@ -49,10 +65,44 @@ def resolve_model_dir(ref: str) -> Path:
     if ref == DEMO:
         return settings.DEMO_MODEL_DIR
     root = settings.MODELS_ROOT.resolve()
-    candidate = (root / ref).resolve()
-    if candidate == root or root not in candidate.parents:
-        raise forms.ValidationError("Pick a model directory inside the models folder.")
+    candidate = root / ref
+    if not _inside(candidate, root):
+        raise forms.ValidationError(
+            "Pick a model directory inside the models folder; links that lead out of it are refused."
+        )
+    candidate = candidate.resolve()
+    if candidate.is_dir():
+        outside = sorted(p.name for p in candidate.iterdir() if p.is_symlink() and not _inside(p, root))
+        if outside:
+            raise forms.ValidationError(
+                f"{ref} links to files outside the models folder ({', '.join(outside[:5])}); copy those "
+                "files into the model directory instead."
+            )
     return candidate
+
+
+def model_labels(config: dict) -> set[str]:
+    """The labels a classifier's config.json says it predicts, as transformers reads them."""
+    label2id = config.get("label2id")
+    if isinstance(label2id, dict) and label2id:
+        return {str(label) for label in label2id}
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        return {str(label) for label in id2label.values()}
+    count = config.get("num_labels")
+    count = count if isinstance(count, int) and 0 < count <= 10_000 else 2
+    return {f"LABEL_{i}" for i in range(count)}
+
+
+@functools.cache
+def demo_labels() -> tuple[str, ...]:
+    """The demo data set's labels (cached: the installed file does not change while the server runs)."""
+    return tuple(split_examples(load_demo_examples()).labels)
+
+
+def _listed(items: list[str], limit: int = 10) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 class PocRequestForm(forms.ModelForm):
@@ -82,6 +132,7 @@ class PocRequestForm(forms.ModelForm):
         widget=forms.Textarea(
             attrs={"rows": 3, "placeholder": "prune.layers → prune.vocabulary → quantize.dynamic-int8"}
         ),
+        max_length=2000,
         help_text="One per line, steps joined by → (or >). A quantizer must be the last step.",
     )
 
@@ -116,12 +167,30 @@ class PocRequestForm(forms.ModelForm):
             "engineering_hours": "Hours to take a compressed model to production.",
         }
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, teams: Sequence[Team] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # A user in several teams picks one (only theirs validate); with one team it is implied.
+        self.implied_team = teams[0] if teams and len(teams) == 1 else None
+        if teams and len(teams) > 1:
+            self.fields["team"] = forms.ModelChoiceField(
+                queryset=Team.objects.filter(pk__in=[t.pk for t in teams]),
+                label="Team",
+                help_text="The members of this team see the request.",
+            )
         self.fields["model_ref"].choices = [(DEMO, "Demo: MiniLM-L6 fine-tuned on Wikipedia topics")] + [
             (ref, f"Local: {label}") for ref, label in local_model_choices()
         ]
         self.fields["hardware"].queryset = HardwareProfile.objects.all()
+        # Zero traffic would make every saving zero: the model allows it, a request does not. A horizon's
+        # model bound (1) is tighter than its positive integer field's (0); say the real one.
+        for name in ("requests_per_day", "horizon_months"):
+            field = self.fields[name]
+            field.min_value = 1
+            field.validators = [v for v in field.validators if not isinstance(v, MinValueValidator)]
+            field.validators.append(MinValueValidator(1))
+            field.widget.attrs["min"] = 1
+        self.model_config: dict | None = None
+        self.data_labels: list[str] | None = None
         offered = {
             " → ".join(steps): steps
             for device in HardwareProfile.DeviceKind.values
@@ -152,14 +221,19 @@ class PocRequestForm(forms.ModelForm):
         ]
 
     def main_fields(self):
-        return [self[name] for name in self.Meta.fields]
+        names = list(self.Meta.fields)
+        if "team" in self.fields:
+            names.insert(1, "team")  # after the title
+        return [self[name] for name in names]
 
     def clean_model_ref(self) -> str:
         ref = self.cleaned_data["model_ref"]
         try:
-            check_model_dir(resolve_model_dir(ref))
+            self.model_config = check_model_dir(
+                resolve_model_dir(ref), task=PocRequest.Task.SEQUENCE_CLASSIFICATION
+            )
         except ModelLoadError as exc:
-            if ref == DEMO:
+            if ref == DEMO and not settings.DEMO_MODEL_DIR.is_dir():
                 raise forms.ValidationError(
                     "The demo model is not built yet; run `make demo` (or `python manage.py demo_setup`)."
                 ) from None
@@ -168,18 +242,19 @@ class PocRequestForm(forms.ModelForm):
 
     def clean_dataset_upload(self):
         upload = self.cleaned_data.get("dataset_upload")
-        if upload is None:
-            return None
+        if upload is None or self.cleaned_data.get("dataset_ref") == DEMO:
+            return None  # a file sent along with the demo data is ignored, not checked
         if upload.size > settings.DATA_UPLOAD_MAX_BYTES:
             limit_mib = settings.DATA_UPLOAD_MAX_BYTES / 2**20
             raise forms.ValidationError(
-                f"The file is {upload.size / 2**20:.1f} MiB; the limit is {limit_mib:.0f} MiB."
+                f"The file is {upload.size / 2**20:.1f} MiB; the limit is {limit_mib:.0f} MiB. "
+                "Upload a sample of it: a few thousand examples per label are plenty."
             )
         raw = upload.read()
         upload.seek(0)
         try:
-            examples = parse_task_data(raw, upload.name)
-            split_examples(examples)
+            examples = parse_task_data(raw, upload.name, require_labels=True)
+            self.data_labels = split_examples(examples).labels
         except DataError as exc:
             raise forms.ValidationError(str(exc)) from None
         return upload
@@ -192,6 +267,12 @@ class PocRequestForm(forms.ModelForm):
             and "dataset_upload" not in self.errors
         ):
             self.add_error("dataset_upload", "Choose a CSV or JSONL file to upload, or pick the demo data.")
+        if data.get("dataset_ref") == DEMO:
+            try:
+                self.data_labels = list(demo_labels())
+            except DataError as exc:
+                self.add_error("dataset_ref", str(exc))
+        self._clean_labels(data)
         hardware = data.get("hardware")
         if hardware and data.get("currency") and hardware.currency != data["currency"]:
             self.add_error(
@@ -201,6 +282,21 @@ class PocRequestForm(forms.ModelForm):
         if hardware:
             self._clean_pipelines(data, hardware.device_kind)
         return data
+
+    def _clean_labels(self, data: dict) -> None:
+        """Refuse data labelled with classes the model cannot predict: its accuracy could not be measured."""
+        if self.model_config is None or not self.data_labels:
+            return
+        known = model_labels(self.model_config)
+        unknown = [label for label in self.data_labels if label not in known]
+        if unknown:
+            field = "dataset_ref" if data.get("dataset_ref") == DEMO else "dataset_upload"
+            self.add_error(
+                field,
+                f"The model {data.get('model_ref')} does not know the labels {_listed(unknown)}; it predicts: "
+                f"{_listed(sorted(known))}. Use data labelled with the model's labels, or a model "
+                "fine-tuned on these labels.",
+            )
 
     def _clean_pipelines(self, data: dict, device: str) -> None:
         chosen = [registry.parse_pipeline(label) for label in data.get("candidates", [])]
@@ -246,6 +342,42 @@ class PocRequestForm(forms.ModelForm):
             "engineering_rate": data["engineering_rate"],
             "currency": data["currency"],
             "pipelines": self.pipelines,
+            "team": data.get("team") or self.implied_team,
+        }
+
+
+class DecisionForm(forms.Form):
+    """A manager's approval or rejection of a finished request's recommendation."""
+
+    decision = forms.ChoiceField(label=_("Decision"), choices=PocRequest.Decision.choices)
+    comment = forms.CharField(
+        label=_("Comment"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Required when rejecting: tell the requester why."),
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("decision") == PocRequest.Decision.REJECTED and not data.get("comment", "").strip():
+            self.add_error("comment", _("Say why the recommendation is rejected."))
+        return data
+
+
+class HardwareProfileForm(forms.ModelForm):
+    """A hardware profile as an engineer edits it (the price drives every cost figure)."""
+
+    class Meta:
+        model = HardwareProfile
+        fields = ["name", "device_kind", "price_per_hour", "currency", "power_watts", "notes"]
+        labels = {
+            "name": _("Name"),
+            "device_kind": _("Device"),
+            "price_per_hour": _("Price per hour"),
+            "currency": _("Currency"),
+            "power_watts": _("Power (W)"),
+            "notes": _("Notes"),
         }
 
 

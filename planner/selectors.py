@@ -15,13 +15,24 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
 from planner import roi
-from planner.models import Candidate, PocRequest, PocRequestSummary
+from planner.models import Candidate, PocRequest, PocRequestSummary, Team
 from planner.templatetags.planner_format import money, quantize_money
 
 
+def _member_team_ids(user: Any) -> QuerySet:
+    """The ids of the user's teams, as a subquery (no query of its own)."""
+    return Team.members.through.objects.filter(user_id=user.pk).values("team_id")
+
+
 def poc_request_list_for_user(*, user: Any) -> QuerySet[PocRequest]:
-    qs = PocRequest.objects.select_related("hardware", "owner")
-    return qs if user.is_staff else qs.filter(owner=user)
+    """The requests of the user's teams; every request for staff."""
+    qs = PocRequest.objects.select_related("hardware", "owner", "team", "decided_by")
+    return qs if user.is_staff else qs.filter(team_id__in=_member_team_ids(user))
+
+
+def team_list_for_filing(*, user: Any) -> QuerySet[Team]:
+    """The teams the user may file a request for: their own; every team for staff."""
+    return Team.objects.all() if user.is_staff else Team.objects.filter(pk__in=_member_team_ids(user))
 
 
 def poc_request_get_for_user(*, user: Any, pk: int) -> PocRequest:
@@ -521,9 +532,9 @@ def _chart_data(
 
 def candidate_get_for_user(*, user: Any, request_pk: int, pk: int) -> Candidate:
     """One candidate with its request; DoesNotExist when the user may not see the request."""
-    qs = Candidate.objects.select_related("request__hardware", "request__owner")
+    qs = Candidate.objects.select_related("request__hardware", "request__owner", "request__team")
     if not user.is_staff:
-        qs = qs.filter(request__owner=user)
+        qs = qs.filter(request__team_id__in=_member_team_ids(user))
     return qs.get(request_id=request_pk, pk=pk)
 
 
@@ -566,10 +577,12 @@ def portfolio_requests(
 
 
 def portfolio_owners(*, user: Any) -> QuerySet:
-    """Whose requests the user may filter by: everyone with a request for staff, else only themselves."""
+    """Whose requests the user may filter by: the owners of the requests the user may see."""
     users = get_user_model().objects.order_by("username")
     if not user.is_staff:
-        return users.filter(pk=user.pk)
+        return users.filter(
+            pk__in=PocRequest.objects.filter(team_id__in=_member_team_ids(user)).values("owner_id")
+        )
     return users.filter(poc_requests__isnull=False).distinct()
 
 

@@ -96,6 +96,11 @@ LOGOUT_REDIRECT_URL = "login"
 
 # Celery. The demo uses the filesystem transport under var/ so it needs no server; set
 # CELERY_BROKER_URL=redis://... for real deployments and the tests.
+# Time limits of one PoC, enforced by planner.services (Celery's own limits do nothing in a solo pool): past
+# the soft limit the run stops at its next progress report and is failed with the reason; past the hard
+# limit (a step that never reports) the worker fails the request and ends its own process.
+POC_SOFT_TIME_LIMIT_S = env.int("POC_SOFT_TIME_LIMIT_S", default=6 * 3600)
+POC_HARD_TIME_LIMIT_S = env.int("POC_HARD_TIME_LIMIT_S", default=POC_SOFT_TIME_LIMIT_S + 300)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_TRANSPORT_OPTIONS = (
@@ -106,9 +111,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     }
     if CELERY_BROKER_URL.startswith("filesystem")
     else {
-        # Longer than the longest PoC (the hard time limit below), so Redis never redelivers a job that is
+        # Longer than the longest PoC (its hard time limit above), so Redis never redelivers a job that is
         # still running on a live worker.
-        "visibility_timeout": 6 * 3600 + 600,
+        "visibility_timeout": POC_HARD_TIME_LIMIT_S + 600,
     }
 )
 CELERY_TASK_IGNORE_RESULT = True  # the database is the record of every result
@@ -116,7 +121,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # PoCs are long: never hoard a second one
 CELERY_TASK_ACKS_LATE = True  # only safe because run_poc is idempotent
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-POC_SOFT_TIME_LIMIT_S = env.int("POC_SOFT_TIME_LIMIT_S", default=6 * 3600)
+# The database is the record of every job, the broker only its transport. A running PoC beats every
+# POC_HEARTBEAT_S; one silent for POC_HEARTBEAT_STALE_S has lost its worker. The reconciler
+# (manage.py reconcile_poc_requests --every POC_RECONCILE_EVERY_S) queues such a request again, or fails it
+# once POC_MAX_ATTEMPTS runs have died, and sends again a queued request whose message the broker lost
+# (one queued over POC_QUEUED_GRACE_S ago that no queue and no worker holds).
+POC_HEARTBEAT_S = env.float("POC_HEARTBEAT_S", default=15.0)
+POC_HEARTBEAT_STALE_S = env.float("POC_HEARTBEAT_STALE_S", default=60.0)
+POC_QUEUED_GRACE_S = env.float("POC_QUEUED_GRACE_S", default=120.0)
+POC_MAX_ATTEMPTS = env.int("POC_MAX_ATTEMPTS", default=3)
+POC_RECONCILE_EVERY_S = env.float("POC_RECONCILE_EVERY_S", default=60.0)
 
 # Measurement defaults (overridable per deployment; tests shrink them).
 MEASURE_BATCH_SIZES = env.list("MEASURE_BATCH_SIZES", cast=int, default=[1, 8, 32])
@@ -135,3 +149,15 @@ LOGGING = {
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    # HTTPS only (`manage.py check --deploy` passes with these). Behind a TLS-terminating proxy, set
+    # SECURE_PROXY_SSL_HEADER to the header it sets (e.g. X-Forwarded-Proto) so Django sees HTTPS requests;
+    # serving plain HTTP on purpose (a local docker compose) needs SECURE_SSL_REDIRECT=false.
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    if _proxy_header := env.str("SECURE_PROXY_SSL_HEADER", default=""):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"

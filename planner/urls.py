@@ -8,6 +8,7 @@ from planner import views
 
 planner_patterns = [
     path("", views.request_list, name="request-list"),
+    path("portfolio/", views.portfolio, name="portfolio"),
     path("portfolio.csv", views.portfolio_csv, name="portfolio-csv"),
     path("requests/new/", views.request_create, name="request-create"),
     path("requests/<int:pk>/", views.request_detail, name="request-detail"),
@@ -19,7 +20,12 @@ planner_patterns = [
         name="candidate-measurement",
     ),
     path("requests/<int:pk>/progress/", views.request_progress, name="request-progress"),
+    path("requests/<int:pk>/decision/", views.request_decide, name="request-decide"),
+    path("requests/<int:pk>/cancel/", views.request_cancel, name="request-cancel"),
     path("techniques/", views.technique_list, name="technique-list"),
+    path("hardware/", views.hardware_list, name="hardware-list"),
+    path("hardware/new/", views.hardware_edit, name="hardware-create"),
+    path("hardware/<int:hardware_pk>/", views.hardware_edit, name="hardware-edit"),
 ]
 
 urlpatterns = [

@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from planner import exports, selectors, services
+from planner import exports, permissions, selectors, services
 from planner.dashboard_forms import PortfolioFilterForm, WhatIfForm
-from planner.forms import DEFAULTS, PocRequestForm
+from planner.forms import DEFAULTS, DecisionForm, HardwareProfileForm, PocRequestForm
 from planner.models import Candidate, HardwareProfile, PocRequest
 from plugins import registry
 from plugins.base import ParamError
@@ -27,7 +29,28 @@ def _portfolio(request: HttpRequest) -> tuple[PortfolioFilterForm, QuerySet[PocR
 
 @require_GET
 def request_list(request: HttpRequest) -> HttpResponse:
-    """The portfolio: every request the user may see, with its recommendation and the totals."""
+    """Home: managers and staff get the portfolio; everyone else the requests of their teams."""
+    if permissions.can_view_portfolio(request.user):
+        query = request.GET.urlencode()
+        return redirect(reverse("planner:portfolio") + (f"?{query}" if query else ""))
+    poc_requests = selectors.poc_request_list_for_user(user=request.user).select_related("summary")
+    page = Paginator(poc_requests, PORTFOLIO_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "planner/team_requests.html",
+        {
+            "page": page,
+            # Said only when there is nothing to list: one query fewer on every other page.
+            "has_team": page.paginator.count > 0 or request.user.teams.exists(),
+            "can_file": permissions.can_file_requests(request.user),
+        },
+    )
+
+
+@require_GET
+def portfolio(request: HttpRequest) -> HttpResponse:
+    """The portfolio: every request of the manager's teams, with its recommendation and the totals."""
+    permissions.require_portfolio(request.user)
     form, poc_requests = _portfolio(request)
     page = Paginator(poc_requests, PORTFOLIO_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
@@ -46,8 +69,9 @@ def request_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def portfolio_csv(request: HttpRequest) -> StreamingHttpResponse:
+    permissions.require_portfolio(request.user)
     _form, poc_requests = _portfolio(request)
-    rows = exports.portfolio_rows(poc_requests.select_related("owner", "hardware").iterator(chunk_size=500))
+    rows = exports.portfolio_rows(poc_requests.iterator(chunk_size=500))
     return _csv_response(exports.csv_lines(exports.PORTFOLIO_COLUMNS, rows), "portfolio")
 
 
@@ -60,19 +84,23 @@ def _csv_response(lines, name: str) -> StreamingHttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def request_create(request: HttpRequest) -> HttpResponse:
+    permissions.require_filing(request.user)
+    teams = list(selectors.team_list_for_filing(user=request.user))
+    if not teams:
+        raise PermissionDenied(_("You are not in a team yet: ask an administrator to add you to a team."))
     if request.method == "POST":
-        form = PocRequestForm(request.POST, request.FILES)
+        form = PocRequestForm(request.POST, request.FILES, teams=teams)
         if form.is_valid():
             try:
                 poc_request = services.poc_request_create(owner=request.user, **form.service_kwargs())
             except ParamError as exc:
-                form.add_error("techniques", str(exc))
+                form.add_error("candidates", str(exc))
             else:
                 messages.success(request, _("Request filed; the worker measures the baseline first."))
                 return redirect("planner:request-detail", pk=poc_request.pk)
     else:
         initial = {**DEFAULTS, "hardware": HardwareProfile.objects.filter(device_kind="cpu").first()}
-        form = PocRequestForm(initial=initial)
+        form = PocRequestForm(initial=initial, teams=teams)
     return render(request, "planner/request_form.html", {"form": localise_form(form)})
 
 
@@ -116,11 +144,71 @@ def _dashboard(request: HttpRequest, pk: int) -> tuple[selectors.RequestDashboar
 @require_GET
 def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dashboard, whatif = _dashboard(request, pk)
+    return _render_detail(request, dashboard, whatif)
+
+
+def _render_detail(
+    request: HttpRequest,
+    dashboard: selectors.RequestDashboard,
+    whatif: WhatIfForm,
+    decision_form: DecisionForm | None = None,
+) -> HttpResponse:
+    """The request page; with the decision form for a manager who may decide on it now."""
+    poc_request = dashboard.poc_request
+    if decision_form is None and permissions.can_decide(request.user, poc_request):
+        decision_form = DecisionForm(initial={"comment": poc_request.decision_comment})
     return render(
         request,
         "planner/request_detail.html",
-        {"poc_request": dashboard.poc_request, "dashboard": dashboard, "whatif": whatif},
+        {
+            "poc_request": poc_request,
+            "dashboard": dashboard,
+            "whatif": whatif,
+            "decision_form": decision_form,
+        },
     )
+
+
+@require_POST
+def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    """A manager of the request's team approves or rejects its recommendation, with a comment."""
+    poc_request = _get_request(request, pk)  # another team's request: 404, whoever asks
+    permissions.require_decide(request.user)
+    form = DecisionForm(request.POST)
+    if form.is_valid():
+        try:
+            services.poc_request_decide(
+                poc_request=poc_request,
+                user=request.user,
+                decision=form.cleaned_data["decision"],
+                comment=form.cleaned_data["comment"],
+            )
+        except ValidationError as exc:
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {None: exc.messages}
+            for field, field_errors in errors.items():
+                form.add_error("comment" if field == "decision_comment" else None, field_errors)
+            poc_request = _get_request(request, pk)  # as stored, not as the refused call left it
+        else:
+            messages.success(request, _("Decision recorded."))
+            return redirect("planner:request-detail", pk=pk)
+    dashboard = selectors.poc_request_dashboard(poc_request=poc_request)
+    return _render_detail(request, dashboard, WhatIfForm(None, poc_request=poc_request), form)
+
+
+@require_POST
+def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner stops a request: at once if it has not started, else at the worker's next safe point."""
+    poc_request = _get_request(request, pk)  # another team's request: 404, whoever asks
+    poc_request = services.poc_request_cancel(request_id=poc_request.pk, user=request.user)
+    if poc_request.status == PocRequest.Status.CANCELLED:
+        messages.success(request, _("Request cancelled; what was measured is kept."))
+    elif poc_request.is_active:
+        messages.info(
+            request, _("Cancelling: the worker stops at its next safe point and keeps what it measured.")
+        )
+    else:
+        messages.info(request, _("This request had already ended; nothing to cancel."))
+    return redirect("planner:request-detail", pk=pk)
 
 
 @require_GET
@@ -196,6 +284,25 @@ def request_progress(request: HttpRequest, pk: int) -> JsonResponse:
             "candidates": {str(c.pk): c.status for c in poc_request.candidates.all()},
         }
     )
+
+
+@require_GET
+def hardware_list(request: HttpRequest) -> HttpResponse:
+    """Hardware profiles, for engineers to keep prices and power figures current."""
+    permissions.require_hardware(request.user)
+    return render(request, "planner/hardware_list.html", {"profiles": HardwareProfile.objects.all()})
+
+
+@require_http_methods(["GET", "POST"])
+def hardware_edit(request: HttpRequest, hardware_pk: int | None = None) -> HttpResponse:
+    permissions.require_hardware(request.user, action="change" if hardware_pk else "add")
+    hardware = get_object_or_404(HardwareProfile, pk=hardware_pk) if hardware_pk else None
+    form = HardwareProfileForm(request.POST or None, instance=hardware)
+    if request.method == "POST" and form.is_valid():
+        saved = services.hardware_profile_save(hardware=form.save(commit=False))
+        messages.success(request, _("Saved %(name)s.") % {"name": saved.name})
+        return redirect("planner:hardware-list")
+    return render(request, "planner/hardware_form.html", {"form": form, "hardware": hardware})
 
 
 @require_GET

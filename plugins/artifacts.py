@@ -17,6 +17,10 @@ enabled.
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.metadata
+import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +41,12 @@ class ModelLoadError(Exception):
     """The model directory cannot be loaded safely; the message says why and what to do."""
 
 
-def check_model_dir(path: Path) -> None:
-    """Refuse directories without safetensors weights, with the reason."""
+def check_model_dir(path: Path, *, task: str | None = None) -> dict[str, Any]:
+    """Refuse directories that cannot be loaded safely, with the reason; return the parsed config.json.
+
+    Reads files only (config.json as JSON, never through transformers), so the web process can call it.
+    With ``task``, also refuse a config whose model type or architecture cannot serve that task.
+    """
     if not path.is_dir():
         raise ModelLoadError(f"{path} is not a directory with a saved model")
     if not (path / "config.json").is_file():
@@ -52,6 +60,129 @@ def check_model_dir(path: Path) -> None:
                 "loaded; convert them to safetensors (save_pretrained(..., safe_serialization=True))"
             )
         raise ModelLoadError(f"{path.name} has no *.safetensors weights")
+    config = _read_json(path, "config.json")
+    tokenizer_config = (
+        _read_json(path, "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+    )
+    for name, body in (("config.json", config), ("tokenizer_config.json", tokenizer_config)):
+        if "auto_map" in body:
+            raise ModelLoadError(
+                f"{path.name} needs its own Python code to load ({name} has an auto_map), and this tool "
+                "never runs a model's code (trust_remote_code stays off); use a model whose architecture "
+                "transformers ships, saved with save_pretrained()"
+            )
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ModelLoadError(
+            f"{path.name}/config.json has no model_type, so transformers cannot tell which architecture to "
+            "build; save the model again with transformers' save_pretrained()"
+        )
+    if task is not None:
+        _check_task(path.name, config, model_type, task)
+    return config
+
+
+def _read_json(path: Path, name: str) -> dict[str, Any]:
+    try:
+        body = json.loads((path / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(
+            f"{path.name}/{name} cannot be read ({exc.__class__.__name__}); check the file"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(
+            f"{path.name}/{name} is not valid JSON (line {exc.lineno}: {exc.msg}); save the model again "
+            "with save_pretrained()"
+        ) from None
+    except (ValueError, RecursionError):
+        raise ModelLoadError(
+            f"{path.name}/{name} is not JSON this tool can read; save the model again"
+        ) from None
+    if not isinstance(body, dict):
+        raise ModelLoadError(f"{path.name}/{name} must hold a JSON object; save the model again")
+    return body
+
+
+#: What a config's ``architectures`` entry ends with for a model that serves the task, and the
+#: transformers table (in models/auto/modeling_auto.py) of the model types it can build for it.
+TASK_ARCHITECTURES = {
+    "sequence-classification": (
+        ("ForSequenceClassification",),
+        "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    ),
+    "causal-lm": (("ForCausalLM", "LMHeadModel"), "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+}
+_ARCHITECTURE_KINDS = {
+    "ForCausalLM": "a text generator",
+    "LMHeadModel": "a text generator",
+    "ForConditionalGeneration": "a text generator",
+    "ForMaskedLM": "a masked-language model",
+    "ForSequenceClassification": "a text classifier",
+    "ForTokenClassification": "a token tagger",
+    "ForQuestionAnswering": "a question-answering model",
+    "Model": "a base model without a task head",
+}
+
+
+def _check_task(name: str, config: dict[str, Any], model_type: str, task: str) -> None:
+    if task not in TASK_ARCHITECTURES:
+        return
+    suffixes, table = TASK_ARCHITECTURES[task]
+    wanted = "a text classifier" if task == "sequence-classification" else "a text generator"
+    architectures = config.get("architectures")
+    if (
+        isinstance(architectures, list)
+        and architectures
+        and not any(isinstance(a, str) and a.endswith(suffixes) for a in architectures)
+    ):
+        first = str(architectures[0])[:80]
+        kind = next((k for s, k in _ARCHITECTURE_KINDS.items() if first.endswith(s)), "another kind of model")
+        raise ModelLoadError(
+            f"{name} is a {first} ({kind}, says config.json's architectures), but this request "
+            f"measures {wanted}; pick a model whose architectures end with {' or '.join(suffixes)}, "
+            "or fine-tune this one for the task first"
+        )
+    buildable = _transformers_model_types(table)
+    if buildable is not None and model_type not in buildable:
+        raise ModelLoadError(
+            f"{name}: transformers {_version('transformers')} cannot build {wanted} for the model type "
+            f"{model_type!r} (config.json); pick a model of a type it supports, such as "
+            f"{', '.join(t for t in ('bert', 'distilbert', 'roberta', 'xlm-roberta') if t in buildable)}"
+        )
+
+
+@functools.cache
+def _transformers_model_types(table: str) -> frozenset[str] | None:
+    """The model types in one of transformers' auto tables, read from its source without importing it (the
+    web process never imports transformers); None where the table cannot be found."""
+    spec = importlib.util.find_spec("transformers")  # a top-level name: finds it without running it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    source = Path(next(iter(spec.submodule_search_locations))) / "models" / "auto" / "modeling_auto.py"
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == table for t in node.targets
+        ):
+            types = {
+                pair.elts[0].value
+                for pair in ast.walk(node.value)
+                if isinstance(pair, ast.Tuple)
+                and len(pair.elts) == 2
+                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in pair.elts)
+            }
+            return frozenset(types) or None
+    return None
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def directory_size(path: Path) -> int:

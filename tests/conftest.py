@@ -36,7 +36,12 @@ def tiny_csv_path() -> Path:
 
 @pytest.fixture
 def user(db, django_user_model):
-    return django_user_model.objects.create_user("alice", password="pw")
+    """A member of team Alpha who files requests and manages them (requester and manager)."""
+    from tests.planner.factories import join_team
+
+    return join_team(
+        django_user_model.objects.create_user("alice", password="pw"), "Alpha", "requester", "manager"
+    )
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
-REQUIRED_SERVICES = {"postgres", "redis", "web", "worker-cpu", "worker-gpu"}
-APP_SERVICES = ("web", "worker-cpu", "worker-gpu")
+REQUIRED_SERVICES = {"postgres", "redis", "web", "worker-cpu", "worker-gpu", "reconciler"}
+APP_SERVICES = ("web", "worker-cpu", "worker-gpu", "reconciler")
 WORKERS = ("worker-cpu", "worker-gpu")
 VAR_DIR = "/var/lib/planner"
 
@@ -193,3 +193,7 @@ def test_dockerfile_has_torch_index_build_arg():
 def test_dockerfile_serves_gunicorn_by_default():
     (cmd,) = dockerfile_instructions("CMD")[-1:]
     assert "gunicorn" in cmd and "planner.wsgi:application" in cmd and "0.0.0.0:8000" in cmd
+
+
+def test_reconciler_runs_the_periodic_repair():
+    assert argv("reconciler")[:3] == ["python", "manage.py", "reconcile_poc_requests"]

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from planner.models import Candidate, HardwareProfile, PocRequest
 from tests.conftest import wait_for
+from tests.planner.factories import join_team
 from tests.planner.test_views import default_params
 from tests.tiny import tiny_csv
 
@@ -15,7 +16,8 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serial
 def test_request_filed_in_the_browser_is_measured_by_a_worker(
     client, django_user_model, tiny_model_dir, celery_worker_process
 ):
-    client.force_login(django_user_model.objects.create_user("manager", password="pw"))
+    manager = django_user_model.objects.create_user("manager", password="pw")
+    client.force_login(join_team(manager, "Alpha", "requester", "manager"))
     hardware = HardwareProfile.objects.get(name="CPU, 2 vCPU")
     response = client.post(
         reverse("planner:request-create"),

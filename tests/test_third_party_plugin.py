@@ -11,6 +11,7 @@ from django.urls import reverse
 from planner.models import Candidate, HardwareProfile, PocRequest
 from plugins import registry
 from tests.conftest import wait_for
+from tests.planner.factories import join_team
 from tests.planner.test_views import default_params
 
 SAMPLE = Path(__file__).parent / "sample_plugin"
@@ -65,7 +66,8 @@ def test_it_runs_end_to_end(
 ):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    client.force_login(django_user_model.objects.create_user("eng", password="pw"))
+    eng = django_user_model.objects.create_user("eng", password="pw")
+    client.force_login(join_team(eng, "Alpha", "requester"))
     response = client.post(
         reverse("planner:request-create"),
         {

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "planner.settings")
 
@@ -17,3 +18,13 @@ for key, folder in (app.conf.broker_transport_options or {}).items():
     # The filesystem transport of the demo needs its folders to exist before the first message.
     if key.endswith("_folder") or key.startswith("data_folder"):
         Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+@worker_process_init.connect
+def _import_heavy_libraries(**_kwargs: object) -> None:
+    """Import torch and transformers as the worker starts rather than in its first job: a broken install
+    shows at once, and no job (nor a worker replacing a dead one) waits ~10 s for the imports."""
+    import torch  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401
+
+    import workers.measure  # noqa: F401

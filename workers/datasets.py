@@ -5,6 +5,7 @@ Pure Python (no torch), so the web process validates uploads with the very code 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import importlib.util
@@ -22,6 +23,8 @@ DEMO_DATA_FILE = "data/summaries_en-us.json"
 DEMO_DROP_TOPICS = {"Uncategorized"}
 MIN_EXAMPLES_PER_LABEL = 4  # at least one for eval and a few to train on, per label
 EVAL_FRACTION = 0.2
+# Longer lines are refused: nothing the model reads is that long, and the parse stays cheap.
+MAX_LINE_CHARS = 100_000
 # One fixed seed for every split: the demo teacher's fine-tune and every later PoC must agree on which
 # examples are held out, whatever seed a PoC uses for its own training.
 SPLIT_SEED = 0
@@ -38,72 +41,155 @@ class Split:
     labels: list[str]
 
 
-def parse_task_data(raw: bytes, filename: str) -> list[Example]:
-    """Parse a CSV or JSONL upload with ``text`` and ``label`` columns (``label`` may be empty)."""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"The file is not UTF-8 text (byte {exc.start} is invalid); save it as UTF-8 and upload it again."
-        ) from None
+def parse_task_data(raw: bytes, filename: str, *, require_labels: bool = False) -> list[Example]:
+    """Parse a CSV or JSONL upload with ``text`` and ``label`` columns.
+
+    ``label`` may be missing or empty unless ``require_labels``; every refusal names the line to fix.
+    """
     suffix = Path(filename).suffix.lower()
-    if suffix == ".csv":
-        examples = _parse_csv(text)
-    elif suffix in (".jsonl", ".ndjson"):
-        examples = _parse_jsonl(text)
-    else:
-        raise DataError(f"Upload a .csv or .jsonl file; got {Path(filename).name!r}.")
+    if suffix not in (".csv", ".jsonl", ".ndjson"):
+        raise DataError(f"Upload a .csv or .jsonl file; got {_shorten(Path(filename).name)!r}.")
+    text = _decode(raw)
+    lines = _split_lines(text)
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise DataError(
+                f"Line {number} is {len(line):,} characters long; the limit is {MAX_LINE_CHARS:,} per line. "
+                "Shorten that text (the model only reads its first few hundred words) or split it."
+            )
+    if not text.strip():
+        raise DataError(
+            "The file is empty; upload a CSV with the header 'text,label' and one example per line, "
+            'or JSONL with one {"text": ..., "label": ...} object per line.'
+        )
+    examples = _parse_csv(text, require_labels) if suffix == ".csv" else _parse_jsonl(lines, require_labels)
     if not examples:
-        raise DataError("The file has no examples with text.")
+        raise DataError("The file has no examples with text: every 'text' value is empty; fill them in.")
     return examples
 
 
-def _parse_csv(text: str) -> list[Example]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _decode(raw: bytes) -> str:
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError("Line 1: the file is UTF-16 text; save it as UTF-8 and upload it again.")
+    if b"\x00" in raw:
+        at = raw.index(b"\x00")
+        raise DataError(
+            f"Line {_line_of(raw, at)}: the file holds a NUL byte (byte {at}), so it is binary, not text; "
+            "upload a CSV or JSONL file saved as UTF-8 text."
+        )
     try:
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-    except csv.Error as exc:
-        raise DataError(f"Line 1: the CSV header cannot be read ({exc}).") from None
-    _check_columns(columns)
-    reader.fieldnames = columns
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"Line {_line_of(raw, exc.start)}: the file is not UTF-8 text (byte {exc.start} is invalid); "
+            "save it as UTF-8 and upload it again."
+        ) from None
+
+
+def _line_of(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
+def _split_lines(text: str) -> list[str]:
+    """Physical lines ended by \\n, \\r\\n or \\r, numbered the way the csv module counts them (not
+    str.splitlines, which also splits at characters a JSON string may hold, such as U+2028)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _parse_csv(text: str, require_labels: bool) -> list[Example]:
+    reader = csv.reader(io.StringIO(text, newline=""))
     examples = []
     try:
+        header = next(reader, [])
+        while header is not None and not any(cell.strip() for cell in header):  # blank lines before it
+            header = next(reader, None)
+        columns = [cell.strip() for cell in header or []]
+        header_line = reader.line_num
+        _check_columns(columns, header_line, require_labels)
+        text_at = columns.index("text")
+        label_at = columns.index("label") if "label" in columns else None
+        rows = 0
         for row in reader:
-            example = _example(row.get("text"), row.get("label"), reader.line_num)
+            if not any(value.strip() for value in row):
+                continue  # an empty row
+            rows += 1
+            if len(row) != len(columns):
+                raise DataError(
+                    f"Line {reader.line_num}: {len(row)} values, but the header names {len(columns)} columns "
+                    f"({_listed(columns)}); give every row one value per column and put text that "
+                    'contains commas in double quotes ("like, this").'
+                )
+            label = row[label_at] if label_at is not None else None
+            example = _example(row[text_at], label, reader.line_num, require_labels)
             if example:
                 examples.append(example)
     except csv.Error as exc:
-        raise DataError(f"Line {reader.line_num}: {exc}.") from None
+        raise DataError(
+            f"Line {reader.line_num}: the CSV cannot be read ({exc}); check the quotes: a value that starts "
+            'with " runs until the next ".'
+        ) from None
+    if not rows:
+        raise DataError(
+            f"Line {header_line}: the CSV has a header but no examples below it; add one example per line."
+        )
     return examples
 
 
-def _parse_jsonl(text: str) -> list[Example]:
+def _parse_jsonl(lines: list[str], require_labels: bool) -> list[Example]:
     examples = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"Line {number}: not valid JSON ({exc.msg}).") from None
+            raise DataError(
+                f"Line {number}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one "
+                'object like {"text": "...", "label": "..."}.'
+            ) from None
+        except (ValueError, RecursionError):  # a number too long to convert, or nesting too deep
+            raise DataError(
+                f"Line {number}: not valid JSON that this tool can read (a number too long or nesting too "
+                'deep); each line must be one object like {"text": "...", "label": "..."}.'
+            ) from None
         if not isinstance(row, dict):
             raise DataError(f'Line {number}: expected an object like {{"text": ..., "label": ...}}.')
-        _check_columns(list(row), line=number)
-        example = _example(row.get("text"), row.get("label"), number)
+        _check_columns(list(row), number, require_labels)
+        example = _example(row.get("text"), row.get("label"), number, require_labels)
         if example:
             examples.append(example)
     return examples
 
 
-def _check_columns(columns: list[str], line: int = 1) -> None:
-    if "text" not in columns:
-        found = ", ".join(columns) or "nothing"
+def _check_columns(columns: list[str], line: int, require_labels: bool) -> None:
+    found = _listed(columns) or "nothing"
+    repeated = sorted({c for c in columns if c and columns.count(c) > 1})
+    if repeated:
         raise DataError(
-            f"Line {line}: the data needs a 'text' column (and a 'label' column); found: {found}."
+            f"Line {line}: the header repeats the column {_listed(repeated)}; give each column its own name."
+        )
+    needed = ("text", "label") if require_labels else ("text",)
+    missing = [name for name in needed if name not in columns]
+    if missing:
+        near = [f"{_shorten(c)} to {c.strip().lower()}" for c in columns if c.strip().lower() in missing]
+        hint = f" Column names are case-sensitive: rename {', '.join(near)}." if near else ""
+        raise DataError(
+            f"Line {line}: the data needs a 'text' column and a 'label' column; "
+            f"missing: {_listed(missing)}; found: {found}.{hint}"
         )
 
 
-def _example(text: object, label: object, line: int) -> Example | None:
+def _listed(names: Iterable[str], limit: int = 10) -> str:
+    names = [_shorten(str(n)) for n in names]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _example(text: object, label: object, line: int, require_labels: bool) -> Example | None:
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
     if not isinstance(text, str):
@@ -111,6 +197,19 @@ def _example(text: object, label: object, line: int) -> Example | None:
     if label is not None and not isinstance(label, str | int):
         raise DataError(f"Line {line}: 'label' must be a string or an integer, got {type(label).__name__}.")
     label_text = str(label).strip() if label is not None else ""
+    for value in (text, label_text):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape such as "\\ud800"
+            raise DataError(
+                f"Line {line}: the text holds an invalid character escape (a lone \\ud800-\\udfff "
+                "surrogate); fix or remove it."
+            ) from None
+    if require_labels and not label_text:
+        raise DataError(
+            f"Line {line}: the example has no label; held-out accuracy needs a label on every example, "
+            "so fill it in or remove the row."
+        )
     return Example(text=text.strip(), label=label_text or None)
 
 
@@ -149,29 +248,43 @@ def split_examples(
     labelled = [e for e in examples if e.label is not None]
     if len(labelled) != len(examples):
         missing = len(examples) - len(labelled)
+        if not labelled:
+            raise DataError(
+                "The data has no labels; held-out accuracy needs a 'label' column with each example's class."
+            )
         raise DataError(
-            f"{missing} examples have no label; held-out accuracy needs a label on every example."
+            f"{missing} examples have no label; held-out accuracy needs a label on every example, so fill "
+            "them in or remove those rows."
         )
     by_label: dict[str, list[Example]] = defaultdict(list)
     for example in _dedupe(labelled):
         by_label[str(example.label)].append(example)
     if len(by_label) < 2:
         raise DataError(
-            f"Classification needs at least two labels; found only {', '.join(by_label) or 'none'}."
+            f"Classification needs at least two labels; found only {', '.join(by_label) or 'none'}. "
+            "Add examples of the other classes."
         )
     too_few = {label: len(items) for label, items in by_label.items() if len(items) < MIN_EXAMPLES_PER_LABEL}
     if too_few:
         listed = ", ".join(f"{label!r} ({count})" for label, count in sorted(too_few.items()))
         raise DataError(
-            f"Each label needs at least {MIN_EXAMPLES_PER_LABEL} examples for a held-out split; too few: {listed}."
+            f"Each label needs at least {MIN_EXAMPLES_PER_LABEL} distinct examples for a held-out split; "
+            f"too few: {listed}. Add examples of those labels or remove their rows."
         )
     train: list[Example] = []
     held_out: list[Example] = []
     for label in sorted(by_label):
         items = sorted(by_label[label], key=lambda e: _stable_rank(e.text, seed))
-        n_eval = max(1, round(len(items) * eval_fraction))
+        # At least one to evaluate on and at least one to train on, whatever the fraction.
+        n_eval = min(max(1, round(len(items) * eval_fraction)), len(items) - 1)
         held_out.extend(items[:n_eval])
         train.extend(items[n_eval:])
+    unseen = {str(e.label) for e in held_out} - {str(e.label) for e in train}
+    if unseen:  # cannot happen with the clamp above; a held-out label never trained on would skew accuracy
+        raise DataError(
+            f"The held-out split has labels that never occur in training: {', '.join(sorted(unseen))}; "
+            "add more examples of them."
+        )
     train.sort(key=lambda e: _stable_rank(e.text, seed + 1))
     held_out.sort(key=lambda e: _stable_rank(e.text, seed + 1))
     return Split(train=train, eval=held_out, labels=sorted(by_label))

@@ -27,6 +27,12 @@ class PocError(Exception):
     """The whole PoC cannot go on (model or data unusable); the message says why."""
 
 
+class PocStopped(BaseException):
+    """Raised by the ``report`` callback to stop the run at a safe point: a cancel, a time limit, another
+    worker taking over. A BaseException, like ``asyncio.CancelledError``, so that neither the runner's
+    per-candidate handlers nor a technique's ``except Exception`` swallow it."""
+
+
 @dataclass(frozen=True)
 class CandidateSpec:
     key: str
@@ -71,7 +77,10 @@ def _seed_everything(seed: int) -> None:
 
 
 def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
-    """Measure every candidate of ``spec`` and yield each result as soon as it is known."""
+    """Measure every candidate of ``spec`` and yield each result as soon as it is known.
+
+    ``report`` is called before each candidate and whenever a technique reports progress; it may raise
+    ``PocStopped`` to end the run there (the results already yielded stand)."""
     import torch
 
     from workers.measure import (

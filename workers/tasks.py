@@ -14,20 +14,21 @@ logger = logging.getLogger(__name__)
 
 @app.task(
     name="workers.tasks.run_poc",
+    bind=True,
     # acks_late + reject_on_worker_lost (settings): a worker killed mid-run hands the job back, which is safe
-    # because run_poc skips candidates already measured.
+    # because the run is idempotent (it skips candidates already measured, and a delivery for a request that
+    # is finished or running on a live worker does nothing). A worker that dies without handing it back
+    # (SIGKILL, OOM killer) stops beating, and the reconciler queues the request again.
     acks_late=True,
-    # A PoC with distillation can take hours on CPU; past the soft limit the run is failed with the reason,
-    # the hard limit is the backstop if a kernel ignores the exception.
+    # A PoC with distillation can take hours on CPU. planner.services enforces both limits itself (a solo
+    # pool ignores these); these make a prefork child stop too, the hard one just after the service's.
     soft_time_limit=settings.POC_SOFT_TIME_LIMIT_S,
-    time_limit=settings.POC_SOFT_TIME_LIMIT_S + 300,
+    time_limit=settings.POC_HARD_TIME_LIMIT_S + 60,
 )
-def run_poc(request_id: int) -> None:
-    from planner.services import poc_request_execute
+def run_poc(self, request_id: int) -> None:
+    from planner.services import poc_request_execute, poc_request_fail, time_limit_message
 
     try:
-        poc_request_execute(request_id=request_id)
+        poc_request_execute(request_id=request_id, task_id=self.request.id)
     except SoftTimeLimitExceeded:
-        from planner.services import poc_request_fail
-
-        poc_request_fail(request_id=request_id, error="The PoC ran past its time limit and was stopped.")
+        poc_request_fail(request_id=request_id, error=time_limit_message())

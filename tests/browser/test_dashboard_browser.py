@@ -43,7 +43,10 @@ pytestmark = [
 
 @pytest.fixture
 def manager(django_user_model):
-    return django_user_model.objects.create_user("manager", password=PASSWORD)
+    from tests.planner.factories import join_team
+
+    user = django_user_model.objects.create_user("manager", password=PASSWORD)
+    return join_team(user, "Alpha", "requester", "manager")
 
 
 @pytest.fixture

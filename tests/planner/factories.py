@@ -12,6 +12,20 @@ from workers.runner import CandidateResult
 INT8 = [{"technique": "quantize.dynamic-int8"}]
 
 
+def join_team(user, team: str, *roles: str):
+    """Make the user a member of the team (created if needed) with these roles (the groups of migration
+    0005: requester, manager, engineer); returns the user, reloaded so that permissions are not cached."""
+    from django.contrib.auth.models import Group
+
+    from planner.models import Team
+
+    Team.objects.get_or_create(name=team)[0].members.add(user)
+    groups = list(Group.objects.filter(name__in=roles))
+    assert len(groups) == len(roles), f"unknown roles in {roles}: the groups come from migration 0005"
+    user.groups.add(*groups)
+    return type(user).objects.get(pk=user.pk)
+
+
 def sweep(p95_batch1_ms: float, *, batch_sizes=(1, 8)) -> list[dict[str, Any]]:
     """A batch sweep whose batch-b time grows like sqrt(b): batching pays, and p95 = 1.25 × p50."""
     points = []

@@ -124,7 +124,7 @@ def test_japanese_portfolio_form_and_blockers(client_logged_in, scenario, user, 
         owner=user, hardware=cpu_hardware, title="Blocked", models=[(0.9, sweep(40)), (0.8, sweep(10))]
     )
     ja = {"HTTP_ACCEPT_LANGUAGE": "ja"}
-    body = client_logged_in.get(reverse("planner:request-list"), **ja).content.decode()
+    body = client_logged_in.get(reverse("planner:portfolio"), **ja).content.decode()
     assert "ポートフォリオ" in body and "どの候補も満たせない目標" in body and "完了" in body
     assert "p95レイテンシ目標 30 ms: 精度の下限を満たす中で最も速いモデル（baseline）" in body
     form = client_logged_in.get(reverse("planner:request-create"), **ja).content.decode()

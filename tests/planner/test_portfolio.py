@@ -78,7 +78,7 @@ def test_summaries_hold_the_recommendation_and_the_money(portfolio):
 
 
 def test_a_user_sees_their_requests_with_recommendation_savings_and_payback(client_logged_in, portfolio):
-    body = client_logged_in.get(reverse("planner:request-list")).content.decode()
+    body = client_logged_in.get(reverse("planner:portfolio")).content.decode()
     assert _ids(body, portfolio) == {"switch", "keep", "blocked", "running"}
     row = _section(body, f"request-{portfolio['switch'].pk}")
     row = row[: row.index("</tr>")]
@@ -90,7 +90,7 @@ def test_a_user_sees_their_requests_with_recommendation_savings_and_payback(clie
 
 
 def test_totals_across_recommended_candidates(client_logged_in, portfolio):
-    body = client_logged_in.get(reverse("planner:request-list")).content.decode()
+    body = client_logged_in.get(reverse("planner:portfolio")).content.decode()
     total = _section(body, "total-USD", 2000)
     assert "$280.32" in total  # only the switch saves
     assert "across 1 recommended switch" in total
@@ -102,7 +102,7 @@ def test_totals_across_recommended_candidates(client_logged_in, portfolio):
 
 def test_staff_see_everyone_and_currencies_are_never_added(client, django_user_model, portfolio):
     client.force_login(django_user_model.objects.create_user("boss", password="pw", is_staff=True))
-    body = client.get(reverse("planner:request-list")).content.decode()
+    body = client.get(reverse("planner:portfolio")).content.decode()
     assert _ids(body, portfolio) == set(portfolio)
     assert "$560.64" in _section(body, "total-USD")  # two switches at $280.32
     # ¥54,750 → ¥10,950 a month saves ¥43,800; one-time 10 h × ¥10,000 + 0.01 × ¥15.
@@ -122,23 +122,25 @@ def test_staff_see_everyone_and_currencies_are_never_added(client, django_user_m
     ],
 )
 def test_filters(client_logged_in, portfolio, query, expected):
-    body = client_logged_in.get(reverse("planner:request-list"), query).content.decode()
+    body = client_logged_in.get(reverse("planner:portfolio"), query).content.decode()
     assert _ids(body, portfolio) == expected
 
 
-def test_owner_filter_for_staff_and_only_oneself_for_others(client, client_logged_in, portfolio, user):
+def test_owner_filter_for_staff_and_only_their_teams_owners_for_others(
+    client, client_logged_in, portfolio, user
+):
     bob = portfolio["bob"].owner
-    body = client_logged_in.get(reverse("planner:request-list"), {"owner": bob.pk}).content.decode()
+    body = client_logged_in.get(reverse("planner:portfolio"), {"owner": bob.pk}).content.decode()
     assert _ids(body, portfolio) == {"switch", "keep", "blocked", "running"}  # not bob's
     assert "Select a valid choice" in _section(body, "portfolio-filters")
     staff = type(user).objects.create_user("boss", password="pw", is_staff=True)
     client.force_login(staff)
-    body = client.get(reverse("planner:request-list"), {"owner": bob.pk}).content.decode()
+    body = client.get(reverse("planner:portfolio"), {"owner": bob.pk}).content.decode()
     assert _ids(body, portfolio) == {"bob", "yen"}
 
 
 def test_blocked_requests_are_listed_with_the_blocking_target(client_logged_in, portfolio):
-    body = client_logged_in.get(reverse("planner:request-list")).content.decode()
+    body = client_logged_in.get(reverse("planner:portfolio")).content.decode()
     blocked = _section(body, f"blocked-{portfolio['blocked'].pk}")
     assert "Blocked" in blocked
     assert "p95 latency target 30 ms: the fastest model that keeps the accuracy floor (baseline)" in blocked
@@ -150,8 +152,8 @@ def test_pages(client_logged_in, portfolio, monkeypatch):
     from planner import views
 
     monkeypatch.setattr(views, "PORTFOLIO_PAGE_SIZE", 3)
-    first = client_logged_in.get(reverse("planner:request-list"), {"status": ""}).content.decode()
-    second = client_logged_in.get(reverse("planner:request-list"), {"page": 2}).content.decode()
+    first = client_logged_in.get(reverse("planner:portfolio"), {"status": ""}).content.decode()
+    second = client_logged_in.get(reverse("planner:portfolio"), {"page": 2}).content.decode()
     assert len(_ids(first, portfolio)) == 3 and len(_ids(second, portfolio)) == 1
     assert "Page 1 of 2" in first and "?status=&amp;page=2" in first
 
@@ -192,7 +194,7 @@ def test_portfolio_queries_do_not_grow_with_requests(client, django_user_model, 
             outcome_models = BLOCKED if i % 3 == 0 else SWITCH
             measured_request(owner=owner, hardware=cpu_hardware, title=f"r{i}", models=outcome_models)
         client.force_login(owner)
-        for url in [reverse("planner:request-list"), reverse("planner:portfolio-csv")]:
+        for url in [reverse("planner:portfolio"), reverse("planner:portfolio-csv")]:
             with CaptureQueriesContext(connection) as queries:
                 response = client.get(url, {"owner": owner.pk})
                 if response.streaming:
@@ -258,5 +260,5 @@ def test_a_switch_the_current_model_cannot_match_has_no_savings_and_stays_out_of
     assert total.baseline_monthly_cost - total.monthly_cost == total.monthly_savings == Decimal("280.32")
     assert total.one_time_cost == Decimal("5000.001920")  # both switches (40 h and 10 h at $100)
     assert total.payback_months == Decimal("1000.000960") / Decimal("280.32")  # the priced one only
-    body = client_logged_in.get(reverse("planner:request-list")).content.decode()
+    body = client_logged_in.get(reverse("planner:portfolio")).content.decode()
     assert "current model misses the target" in body and "1 recommendation has no savings figure" in body

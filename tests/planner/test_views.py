@@ -16,7 +16,9 @@ def sent(monkeypatch):
     from workers.app import app
 
     calls = []
-    monkeypatch.setattr(app, "send_task", lambda name, args, queue: calls.append((name, args, queue)))
+    monkeypatch.setattr(
+        app, "send_task", lambda name, args, queue, **options: calls.append((name, args, queue))
+    )
     return calls
 
 

@@ -102,8 +102,8 @@ class Command(BaseCommand):
             client = Client(HTTP_HOST=host)
             client.force_login(user)
             pages = {
-                "portfolio": reverse("planner:request-list"),
-                "portfolio (filtered)": reverse("planner:request-list") + "?status=succeeded&outcome=switch",
+                "portfolio": reverse("planner:portfolio"),
+                "portfolio (filtered)": reverse("planner:portfolio") + "?status=succeeded&outcome=switch",
                 "dashboard": reverse("planner:request-detail", args=[ids[len(ids) // 2]]),
                 "dashboard (what-if)": reverse("planner:request-detail", args=[ids[len(ids) // 2]])
                 + "?requests_per_day=50000000&horizon_months=24",

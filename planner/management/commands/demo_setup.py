@@ -5,10 +5,11 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
 from planner import services
-from planner.models import HardwareProfile, PocRequest
+from planner.models import HardwareProfile, PocRequest, Team
 
 
 class Command(BaseCommand):
@@ -41,11 +42,16 @@ class Command(BaseCommand):
             user.set_password("demo")
             user.save()
             self.stdout.write("Created the login demo / demo (for the local demo only).")
+        # Staff sees everything anyway; the team and roles make the demo user's pages those of a manager.
+        team, _created = Team.objects.get_or_create(name="Demo team")
+        team.members.add(user)
+        user.groups.add(*Group.objects.filter(name__in=["manager", "requester"]))
         if no_sample or PocRequest.objects.exists():
             return
         hardware = HardwareProfile.objects.filter(device_kind="cpu").order_by("price_per_hour").first()
         poc_request = services.poc_request_create(
             owner=user,
+            team=team,
             title="Sample: topic classifier, int8 and trimmed vocabulary on CPU",
             model_ref="demo",
             dataset_ref="demo",
