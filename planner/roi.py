@@ -271,14 +271,16 @@ def _blockers(
     blockers = []
     if accuracy < floor:
         gap = _amount((floor - accuracy) * 100)
-        blockers.append(f"accuracy {_pct(accuracy)} is {gap} points below the floor of {_pct(floor)}")
+        blockers.append(
+            f"accuracy {percent_text(accuracy)} is {gap} points below the floor of {percent_text(floor)}"
+        )
     if p95_batch1 is None:
         blockers.append("p95 at batch 1 was not measured")
     elif p95_batch1 > target:
         gap = _amount(p95_batch1 - target)
-        blockers.append(f"p95 at batch 1 is {p95_batch1:.1f} ms, {gap} ms over the {_ms(target)} target")
+        blockers.append(f"p95 at batch 1 is {p95_batch1:.1f} ms, {gap} ms over the {ms_text(target)} target")
     if capacity == 0:
-        blockers.append(f"no batch size meets the {_ms(target)} p95 target")
+        blockers.append(f"no batch size meets the {ms_text(target)} p95 target")
     return tuple(blockers)
 
 
@@ -297,11 +299,11 @@ def _recommend(rows: tuple[ModelEconomics, ...], e: Economics, floor: Decimal) -
         return Recommendation(best.key, best.name, True, reason)
     base = next(r for r in rows if r.is_baseline)
     if base.total_cost_over_horizon is None:
-        versus = f"; the current model cannot serve within the {_ms(e.p95_target_ms)} p95 target"
+        versus = f"; the current model cannot serve within the {ms_text(e.p95_target_ms)} p95 target"
     else:
         versus = f" vs {_money(base.total_cost_over_horizon)} for the current model"
     reason = (
-        f"Switch to {best.name}: it meets the {_pct(floor)} accuracy floor and the {_ms(e.p95_target_ms)} "
+        f"Switch to {best.name}: it meets the {percent_text(floor)} accuracy floor and the {ms_text(e.p95_target_ms)} "
         f"p95 target at the lowest {e.horizon_months}-month total cost "
         f"({_money(best.total_cost_over_horizon)}{versus})."
     )
@@ -312,12 +314,13 @@ def _recommend(rows: tuple[ModelEconomics, ...], e: Economics, floor: Decimal) -
     return Recommendation(best.key, best.name, False, reason)
 
 
-# Display helpers for the sentences above; the numbers in the rows stay unrounded.
-def _pct(fraction: Decimal) -> str:
+# Display helpers for the sentences above (selectors words them in other languages with the same
+# helpers); the numbers in the rows stay unrounded.
+def percent_text(fraction: Decimal) -> str:
     return f"{fraction * 100:.1f}%"
 
 
-def _ms(value: Decimal) -> str:
+def ms_text(value: Decimal) -> str:
     return f"{value.normalize():f} ms"
 
 

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_noop, ngettext
 
 from planner import roi
 from planner.models import Candidate, PocRequest, PocRequestSummary, Team
+from planner.roi import ms_text, percent_text
 from planner.templatetags.planner_format import money, quantize_money
 
 
@@ -153,14 +154,6 @@ def economics_with_overrides(*, poc_request: PocRequest, overrides: Mapping[str,
 # language, from the same numbers (a test checks that the English matches roi.py word for word).
 
 
-def _pct(fraction: Decimal) -> str:
-    return f"{fraction * 100:.1f}%"
-
-
-def _ms(value: Decimal) -> str:
-    return f"{value.normalize():f} ms"
-
-
 def _gap(value: Decimal) -> str:
     shown = f"{value:.1f}"
     # A real but tiny gap must not read as "0.0 points below".
@@ -175,9 +168,9 @@ def describe_blockers(*, row: roi.ModelEconomics, report: roi.RoiReport) -> tupl
         out.append(
             _("accuracy %(accuracy)s is %(gap)s points below the floor of %(floor)s")
             % {
-                "accuracy": _pct(row.accuracy),
+                "accuracy": percent_text(row.accuracy),
                 "gap": _gap((floor - row.accuracy) * 100),
-                "floor": _pct(floor),
+                "floor": percent_text(floor),
             }
         )
     if row.p95_batch1_ms is None:
@@ -188,11 +181,11 @@ def describe_blockers(*, row: roi.ModelEconomics, report: roi.RoiReport) -> tupl
             % {
                 "p95": f"{row.p95_batch1_ms:.1f}",
                 "gap": _gap(row.p95_batch1_ms - target),
-                "target": _ms(target),
+                "target": ms_text(target),
             }
         )
     if row.capacity_rps == 0:
-        out.append(_("no batch size meets the %(target)s p95 target") % {"target": _ms(target)})
+        out.append(_("no batch size meets the %(target)s p95 target") % {"target": ms_text(target)})
     return tuple(out)
 
 
@@ -232,7 +225,7 @@ def describe_blocking(blocking: Mapping[str, Mapping[str, str | None]]) -> list[
         if p95["best_ms"] is None:
             lines.append(
                 _("p95 latency target %(target)s: no candidate's p95 at batch 1 was measured.")
-                % {"target": _ms(target)}
+                % {"target": ms_text(target)}
             )
         else:
             best = Decimal(p95["best_ms"])
@@ -242,7 +235,7 @@ def describe_blocking(blocking: Mapping[str, Mapping[str, str | None]]) -> list[
                     "(%(name)s) takes %(best)s ms at batch 1, %(gap)s ms over."
                 )
                 % {
-                    "target": _ms(target),
+                    "target": ms_text(target),
                     "name": p95["candidate"],
                     "best": f"{best:.1f}",
                     "gap": _gap(best - target),
@@ -257,9 +250,9 @@ def describe_blocking(blocking: Mapping[str, Mapping[str, str | None]]) -> list[
                 "reaches %(best)s, %(gap)s points below."
             )
             % {
-                "floor": _pct(floor),
+                "floor": percent_text(floor),
                 "name": accuracy["candidate"],
-                "best": _pct(best),
+                "best": percent_text(best),
                 "gap": _gap((floor - best) * 100),
             }
         )
@@ -274,8 +267,8 @@ def recommendation_text(*, report: roi.RoiReport, currency: str) -> str:
     best, base = report.row(rec.key), report.baseline
     figures = {
         "name": best.name,
-        "floor": _pct(report.accuracy_floor),
-        "target": _ms(e.p95_target_ms),
+        "floor": percent_text(report.accuracy_floor),
+        "target": ms_text(e.p95_target_ms),
         "months": e.horizon_months,
         "total": money(best.total_cost_over_horizon, currency),
         "baseline_total": money(base.total_cost_over_horizon, currency),

@@ -60,53 +60,15 @@ def cpu_hardware(db):
 @pytest.fixture
 def celery_worker_process(transactional_db):
     """A real Celery worker process on both queues, against the real Redis and the test database."""
-    import os
-    import subprocess
-    import sys
-    import time
-
     import redis
-    from django.db import connection
 
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.flushdb()  # a queue left over from an earlier run must not leak into this one
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    db = connection.settings_dict
-    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    log_path = Path(settings.VAR_DIR) / f"worker-{time.time_ns()}.log"
-    with open(log_path, "w+") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                "cpu,gpu",
-                "--pool",
-                "solo",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"tests-{os.getpid()}@%h",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        yield process
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.seek(0)
-        print(log.read()[-5000:])  # shown by pytest when the test failed
+    from tests.workerprocs import start_worker
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()  # no queue left over from an earlier run
+    worker = start_worker("tests")
+    yield worker.process
+    worker.stop()
+    print(worker.log()[-5000:])  # shown by pytest when the test failed
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.5, message: str = "condition"):
