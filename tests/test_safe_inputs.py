@@ -25,6 +25,7 @@ from django.urls import reverse
 from planner.forms import local_model_choices
 from planner.models import Candidate, PocRequest
 from plugins.base import Example
+from tests.planner.test_views import valid_post
 from tests.tiny import tiny_csv
 from workers.datasets import MAX_LINE_CHARS, DataError, parse_task_data, split_examples
 
@@ -60,42 +61,6 @@ def sent(monkeypatch):
     calls = []
     monkeypatch.setattr(app, "send_task", lambda name, *args, **kwargs: calls.append((name, args, kwargs)))
     return calls
-
-
-def default_params() -> dict[str, str]:
-    """What a browser submits for untouched parameter fields: checked boxes for true defaults."""
-    from plugins import registry
-
-    return {
-        f"param:{name}:{p.name}": "on"
-        for name, cls in registry.techniques().items()
-        for p in cls.params
-        if p.type is bool and p.default
-    }
-
-
-def valid_post(hw, **overrides) -> dict:
-    """A request form submission that is accepted as it is; ``None`` in overrides leaves a field out."""
-    data = {
-        "title": "Support tickets",
-        "model_ref": "tiny-bert",
-        "dataset_ref": "upload",
-        "dataset_upload": SimpleUploadedFile("tickets.csv", tiny_csv(), content_type="text/csv"),
-        "p95_target_ms": "50",
-        "accuracy_floor_pct": "97",
-        "requests_per_day": "1000000",
-        "peak_factor": "2",
-        "target_utilisation": "0.7",
-        "hardware": str(hw.pk),
-        "horizon_months": "12",
-        "engineering_hours": "40",
-        "engineering_rate": "100",
-        "currency": "USD",
-        "candidates": ["quantize.dynamic-int8"],
-        **default_params(),
-    }
-    data.update(overrides)
-    return {k: v for k, v in data.items() if v is not None}
 
 
 def media_files() -> list[Path]:

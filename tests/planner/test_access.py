@@ -19,7 +19,7 @@ from django.urls import reverse
 from planner.models import HardwareProfile, PocRequest, PocRequestSummary, Team
 from planner.urls import planner_patterns
 from tests.planner.factories import join_team, measured_request, sweep
-from tests.planner.test_views import _form
+from tests.planner.test_views import valid_post
 
 SWITCH = [(0.90, sweep(20)), (0.89, sweep(10))]
 
@@ -255,7 +255,7 @@ def test_the_uploaded_dataset_is_never_served(
 ):
     client = _client(world["users"]["requester"])
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(reverse("planner:request-create"), _form(world["request"].hardware))
+        client.post(reverse("planner:request-create"), valid_post(world["request"].hardware))
     filed = PocRequest.objects.get(title="Support tickets")
     assert filed.dataset_file and filed.team == world["alpha"]
     url = settings.MEDIA_URL + filed.dataset_file.name
@@ -358,7 +358,7 @@ def test_only_a_finished_request_can_be_decided(world, cpu_hardware):
 def test_with_one_team_the_team_is_implied(world, tiny_model_dir, sent):
     client = _client(world["users"]["requester"])
     assert 'name="team"' not in client.get(reverse("planner:request-create")).content.decode()
-    response = client.post(reverse("planner:request-create"), _form(world["request"].hardware))
+    response = client.post(reverse("planner:request-create"), valid_post(world["request"].hardware))
     assert response.status_code == 302
     assert PocRequest.objects.get(title="Support tickets").team == world["alpha"]
 
@@ -374,12 +374,12 @@ def test_with_several_teams_the_user_picks_one_of_theirs(world, tiny_model_dir, 
 
     hardware = world["request"].hardware
     for team in (world["beta"].pk, "", "nonsense"):  # not theirs, none, not a team
-        response = client.post(reverse("planner:request-create"), _form(hardware, team=str(team)))
+        response = client.post(reverse("planner:request-create"), valid_post(hardware, team=str(team)))
         assert response.status_code == 200
         field = response.content.decode()
         assert 'id="field-team"' in field
         assert not PocRequest.objects.filter(title="Support tickets").exists(), team
-    response = client.post(reverse("planner:request-create"), _form(hardware, team=str(gamma.pk)))
+    response = client.post(reverse("planner:request-create"), valid_post(hardware, team=str(gamma.pk)))
     assert response.status_code == 302
     assert PocRequest.objects.get(title="Support tickets").team == gamma
 
@@ -387,7 +387,7 @@ def test_with_several_teams_the_user_picks_one_of_theirs(world, tiny_model_dir, 
 def test_a_team_choice_is_refused_when_it_is_not_the_users(world, tiny_model_dir, sent):
     requester = join_team(world["users"]["requester"], "Gamma")
     response = _client(requester).post(
-        reverse("planner:request-create"), _form(world["request"].hardware, team=str(world["beta"].pk))
+        reverse("planner:request-create"), valid_post(world["request"].hardware, team=str(world["beta"].pk))
     )
     body = response.content.decode()
     section = body[body.index('id="field-team"') :]
@@ -438,7 +438,7 @@ def test_posts_without_a_csrf_token_are_refused(world, cpu_hardware, tiny_model_
 
     manager = csrf_client("manager")
     assert _decide(manager, world["request"]).status_code == 403
-    form = _form(world["request"].hardware)
+    form = valid_post(world["request"].hardware)
     assert csrf_client("requester").post(reverse("planner:request-create"), form).status_code == 403
     hardware = {"name": "x", "device_kind": "cpu", "price_per_hour": "1", "currency": "USD"}
     assert csrf_client("engineer").post(reverse("planner:hardware-create"), hardware).status_code == 403

@@ -22,7 +22,8 @@ def sent(monkeypatch):
     return calls
 
 
-def _form(hardware, **overrides):
+def valid_post(hw, **overrides):
+    """A request form submission that is accepted as it is; ``None`` in overrides leaves a field out."""
     data = {
         "title": "Support tickets",
         "model_ref": "tiny-bert",
@@ -33,14 +34,14 @@ def _form(hardware, **overrides):
         "requests_per_day": "1000000",
         "peak_factor": "2",
         "target_utilisation": "0.7",
-        "hardware": str(hardware.pk),
+        "hardware": str(hw.pk),
         "horizon_months": "12",
         "engineering_hours": "40",
         "engineering_rate": "100",
         "currency": "USD",
         "candidates": ["quantize.dynamic-int8"],
+        **default_params(),
     }
-    data.update(default_params())
     data.update(overrides)
     return {k: v for k, v in data.items() if v is not None}
 
@@ -73,7 +74,7 @@ def test_filing_a_request_stores_it_and_queues_it_on_commit(
     client_logged_in, user, cpu_hardware, tiny_model_dir, sent, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        response = client_logged_in.post(reverse("planner:request-create"), _form(cpu_hardware))
+        response = client_logged_in.post(reverse("planner:request-create"), valid_post(cpu_hardware))
     poc_request = PocRequest.objects.get()
     assert response.status_code == 302 and response.url == reverse(
         "planner:request-detail", args=[poc_request.pk]
@@ -131,7 +132,7 @@ def test_gpu_hardware_goes_to_the_gpu_queue(user, tiny_model_dir, sent, django_c
 def test_bad_input_is_explained_next_to_the_field(
     client_logged_in, cpu_hardware, tiny_model_dir, sent, overrides, field, message
 ):
-    response = client_logged_in.post(reverse("planner:request-create"), _form(cpu_hardware, **overrides))
+    response = client_logged_in.post(reverse("planner:request-create"), valid_post(cpu_hardware, **overrides))
     assert response.status_code == 200
     body = response.content.decode()
     section = body[body.index(f'id="field-{field}"') :]
@@ -141,7 +142,7 @@ def test_bad_input_is_explained_next_to_the_field(
 
 def test_a_cpu_only_technique_is_refused_for_gpu_hardware(client_logged_in, tiny_model_dir, sent):
     gpu = HardwareProfile.objects.get(name="NVIDIA T4")
-    response = client_logged_in.post(reverse("planner:request-create"), _form(gpu))
+    response = client_logged_in.post(reverse("planner:request-create"), valid_post(gpu))
     assert "runs on cpu, not cuda" in response.content.decode()
     assert not PocRequest.objects.exists()
 
