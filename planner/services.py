@@ -226,6 +226,9 @@ def poc_request_execute(*, request_id: int, task_id: str | None = None) -> None:
             min_seconds=settings.MEASURE_MIN_SECONDS,
             warmup=settings.MEASURE_WARMUP,
             threads=settings.MEASURE_THREADS,
+            new_tokens=settings.MEASURE_NEW_TOKENS,
+            max_prompt_tokens=settings.MEASURE_MAX_PROMPT_TOKENS,
+            generation_min_iterations=settings.MEASURE_GENERATION_ITERATIONS,
         ),
     )
     started = time.monotonic()

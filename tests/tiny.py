@@ -63,3 +63,56 @@ def build_tiny_classifier(path: Path, *, layers: int = 2, seed: int = 0) -> Path
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_lm_texts(count: int = 60, seed: int = 0) -> list[str]:
+    """Short unlabeled 'business log' lines for causal-LM tests: word salad from the topic vocabularies."""
+    return [text for text, _ in tiny_texts(per_label=count // len(LABELS) + 1, seed=seed)][:count]
+
+
+def tiny_lm_jsonl(count: int = 60, seed: int = 0, *, references: bool = False) -> bytes:
+    import json
+
+    rows = []
+    for text in tiny_lm_texts(count, seed):
+        words = text.split()
+        if references and len(words) > 3:
+            rows.append({"prompt": " ".join(words[:-2]), "reference": " ".join(words[-2:])})
+        else:
+            rows.append({"text": text})
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def build_tiny_llama(path: Path, *, layers: int = 4, seed: int = 0) -> Path:
+    """A 4-layer Llama (grouped-query attention, tied embeddings like SmolLM2) with a word-level tokenizer,
+    saved as safetensors with its tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["<pad>", "<unk>", "<s>", "</s>"]
+    vocab += sorted({w for words in TOPICS.values() for w in words.split()} | set(FILLER))
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

@@ -31,6 +31,12 @@ class MeasureConfig:
     threads: int = 0  # 0: every core the process may use
     max_length: int = 128
     eval_batch_size: int = 32
+    # Causal LMs: each timed iteration generates new_tokens tokens (greedy, KV cache on, end-of-text ignored
+    # so every request is the same length) after a prompt of the eval text's first max_prompt_tokens tokens.
+    # A generation takes seconds where a classifier's forward pass takes milliseconds, so its own floor.
+    new_tokens: int = 32
+    max_prompt_tokens: int = 64
+    generation_min_iterations: int = 10
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
