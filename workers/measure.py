@@ -167,6 +167,221 @@ def latency_sweep(
     return points
 
 
+# --------------------------------------------------------------------------------------------------------
+# Causal language models
+
+
+def lm_tokenizer(tokenizer: Any, *, padding_side: str) -> Any:
+    """The tokenizer set up for batches: a pad token (end-of-text when the model defines none; padded
+    positions are masked, so which id fills them does not matter) and the padding side asked for."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def evaluate_causal_lm(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    device: str,
+    max_length: int,
+    batch_size: int,
+    max_reference_examples: int = 64,
+) -> dict[str, Any]:
+    """Perplexity on held-out texts, and exact match where examples carry a reference completion.
+
+    Perplexity is ``exp`` of the mean negative log-likelihood of every next token after the first, over
+    all held-out texts together (each truncated to ``max_length`` tokens); every candidate keeps the
+    original tokenizer, so the figures compare. Exact match: for up to ``max_reference_examples``
+    examples with a reference, the greedy completion of the prompt, normalised (case, punctuation,
+    whitespace), must begin with the normalised reference.
+    """
+    import math
+
+    import torch.nn.functional as F
+
+    lm_tokenizer(tokenizer, padding_side="right")
+    total_nll = 0.0
+    total_tokens = 0
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            chunk = [e.text for e in examples[start : start + batch_size]]
+            batch = _encode(tokenizer, chunk, max_length, device)
+            logits = model(**batch).logits.float()
+            targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
+            nll = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                targets.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            total_nll += float(nll)
+            total_tokens += int((targets != -100).sum())
+    if total_tokens == 0:
+        raise ValueError("perplexity needs held-out texts of at least two tokens")
+    figures: dict[str, Any] = {
+        "perplexity": math.exp(total_nll / total_tokens),
+        "eval_tokens": total_tokens,
+        "exact_match": None,
+    }
+    referenced = [e for e in examples if e.reference][:max_reference_examples]
+    if referenced:
+        hits = sum(
+            _normalise(completion).startswith(_normalise(str(example.reference)))
+            for example, completion in zip(
+                referenced, _greedy_completions(model, tokenizer, referenced, device, max_length), strict=True
+            )
+        )
+        figures["exact_match"] = hits / len(referenced)
+        figures["reference_examples"] = len(referenced)
+    return figures
+
+
+def _normalise(text: str) -> str:
+    import re
+    import string
+
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _greedy_completions(
+    model: Any, tokenizer: Any, examples: Sequence[Example], device: str, max_length: int
+) -> list[str]:
+    completions = []
+    for example in examples:
+        prompt = _encode(tokenizer, [example.text], max_length, device)
+        budget = len(tokenizer(str(example.reference), add_special_tokens=False).input_ids) + 2
+        tokens = _generate(model, prompt, budget, device)[0]
+        completions.append(tokenizer.decode(tokens, skip_special_tokens=True))
+    return completions
+
+
+def _generate(
+    model: Any, batch: dict[str, torch.Tensor], new_tokens: int, device: str, on_token: Any = None
+) -> torch.Tensor:
+    """Greedy incremental decoding with the KV cache: one prefill pass over the (left-padded) prompts,
+    then one pass per new token that reads only that token and the cache. Generates exactly
+    ``new_tokens`` tokens (end-of-text is not a stop, so every request has the same length).
+    ``on_token(index)`` is called after each token is known (synchronized on CUDA), for timing."""
+    import inspect
+
+    # transformers 5.24 renamed the cache argument and output from past_key_values to cache.
+    cache_arg = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    mask = batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    token = out.logits[:, -1].argmax(-1, keepdim=True)
+    tokens = [token]
+    if on_token is not None:
+        _sync(device)
+        on_token(0)
+    cache = getattr(out, cache_arg)
+    position = positions[:, -1:]
+    for index in range(1, new_tokens):
+        mask = torch.cat([mask, torch.ones_like(token)], dim=-1)
+        position = position + 1
+        out = model(
+            input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, **{cache_arg: cache}
+        )
+        cache = getattr(out, cache_arg)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        tokens.append(token)
+        if on_token is not None:
+            _sync(device)
+            on_token(index)
+    return torch.cat(tokens, dim=-1)
+
+
+def generation_sweep(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, device: str, config: MeasureConfig
+) -> list[dict[str, float]]:
+    """Generation latency per batch size: time to first token (TTFT), inter-token latency (ITL), the whole
+    request, and output tokens/s, with the KV cache on.
+
+    Prompts are the eval texts' first ``max_prompt_tokens`` tokens (shorter texts keep their real length),
+    left-padded into batches; each timed iteration generates ``new_tokens`` tokens greedily. TTFT is the
+    prefill pass plus picking the first token; each ITL sample is one incremental decoding step.
+    Tokenization happens before the clock starts.
+    """
+    if not texts:
+        raise ValueError("latency needs at least one eval text")
+    lm_tokenizer(tokenizer, padding_side="left")
+    points = []
+    with torch.inference_mode():
+        for batch_size in config.batch_sizes:
+            batches = [
+                _encode(
+                    tokenizer,
+                    [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)],
+                    config.max_prompt_tokens,
+                    device,
+                )
+                for i in range(min(8, max(1, len(texts) // batch_size)))
+            ]
+            for i in range(min(config.warmup, 2)):
+                _generate(model, batches[i % len(batches)], config.new_tokens, device)
+            _sync(device)
+            ttft: list[float] = []
+            itl: list[float] = []
+            e2e: list[float] = []
+            started = time.perf_counter()
+            while True:
+                batch = batches[len(e2e) % len(batches)]
+                marks: list[float] = []
+                t0 = time.perf_counter()
+                _generate(
+                    model,
+                    batch,
+                    config.new_tokens,
+                    device,
+                    on_token=lambda _i, _marks=marks: _marks.append(time.perf_counter()),
+                )
+                ttft.append(marks[0] - t0)
+                itl.extend(b - a for a, b in zip(marks, marks[1:], strict=False))
+                e2e.append(marks[-1] - t0)
+                elapsed = time.perf_counter() - started
+                floor = min(config.floor_iterations, config.generation_min_iterations)
+                enough = len(e2e) >= config.generation_min_iterations and elapsed >= config.min_seconds
+                too_long = elapsed >= config.max_seconds and len(e2e) >= floor
+                if enough or too_long:
+                    break
+            e2e_ms = sorted(t * 1000 for t in e2e)
+            ttft_ms = sorted(t * 1000 for t in ttft)
+            itl_ms = sorted(t * 1000 for t in itl) or [0.0]
+            p50 = _percentile(e2e_ms, 0.50)
+            points.append(
+                {
+                    "batch_size": batch_size,
+                    "p50_ms": p50,
+                    "p95_ms": _percentile(e2e_ms, 0.95),
+                    "p99_ms": _percentile(e2e_ms, 0.99),
+                    "mean_ms": sum(e2e_ms) / len(e2e_ms),
+                    "throughput_rps": batch_size / (p50 / 1000),
+                    "iterations": len(e2e_ms),
+                    "prompt_tokens": sum(int(b["attention_mask"].sum()) for b in batches)
+                    / (len(batches) * batch_size),
+                    "new_tokens": config.new_tokens,
+                    "ttft_p50_ms": _percentile(ttft_ms, 0.50),
+                    "ttft_p95_ms": _percentile(ttft_ms, 0.95),
+                    "ttft_p99_ms": _percentile(ttft_ms, 0.99),
+                    "itl_p50_ms": _percentile(itl_ms, 0.50),
+                    "itl_p95_ms": _percentile(itl_ms, 0.95),
+                    "itl_p99_ms": _percentile(itl_ms, 0.99),
+                    "tokens_per_s": batch_size * config.new_tokens / (p50 / 1000),
+                }
+            )
+    return points
+
+
 def count_parameters(model: Any) -> tuple[int, int]:
     """(parameters, non-zero parameters), counting the weights of quantized layers too; tied weights once."""
     from plugins.quantize import dense_tensors

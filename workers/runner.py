@@ -18,7 +18,15 @@ from typing import Any
 from plugins import registry
 from plugins.artifacts import load_pretrained, save_model
 from plugins.base import Context, Example, TechniqueError
-from workers.datasets import DataError, Split, load_demo_examples, parse_task_data, split_examples
+from workers.datasets import (
+    CAUSAL_LM,
+    DataError,
+    Split,
+    load_demo_examples,
+    load_demo_texts,
+    parse_task_data,
+    split_for,
+)
 
 Report = Callable[[float, str], None]
 
@@ -62,11 +70,11 @@ class CandidateResult:
     artifact_path: str = ""
 
 
-def load_examples(dataset: str) -> list[Example]:
+def load_examples(dataset: str, task: str = "sequence-classification") -> list[Example]:
     if dataset == "demo":
-        return load_demo_examples()
+        return load_demo_texts() if task == CAUSAL_LM else load_demo_examples()
     path = Path(dataset)
-    return parse_task_data(path.read_bytes(), path.name)
+    return parse_task_data(path.read_bytes(), path.name, task=task)
 
 
 def _seed_everything(seed: int) -> None:
@@ -88,8 +96,10 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
         PeakMemory,
         count_parameters,
         device_description,
+        evaluate_causal_lm,
         evaluate_classifier,
         fix_threads,
+        generation_sweep,
         latency_sweep,
         software_versions,
     )
@@ -105,10 +115,11 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
     report(0.0, "loading the model and the task data")
     try:
         teacher, tokenizer = load_pretrained(Path(spec.model_dir), spec.task, device=spec.device)
-        split = split_examples(load_examples(spec.dataset))
+        split = split_for(load_examples(spec.dataset, spec.task), spec.task)
     except (DataError, OSError, ValueError) as exc:
         raise PocError(str(exc)) from exc
-    label2id = _label_mapping(teacher, split)
+    generative = spec.task == CAUSAL_LM
+    label2id = {} if generative else _label_mapping(teacher, split)
 
     environment = {
         **device_description(spec.device),
@@ -148,21 +159,32 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
             gc.collect()
             model, reloaded_tokenizer = load_pretrained(artifact, spec.task, device=spec.device)
 
-            step_report(0.6, f"{label}: measuring accuracy on {len(split.eval)} held-out examples")
-            quality = evaluate_classifier(
-                model,
-                reloaded_tokenizer,
-                split.eval,
-                label2id,
-                device=spec.device,
-                max_length=config.max_length,
-                batch_size=config.eval_batch_size,
-            )
-            step_report(0.75, f"{label}: measuring latency at batch sizes {list(config.batch_sizes)}")
-            with PeakMemory(spec.device) as memory:
-                latency = latency_sweep(
-                    model, reloaded_tokenizer, eval_texts, device=spec.device, config=config
+            if generative:
+                step_report(0.6, f"{label}: measuring perplexity on {len(split.eval)} held-out texts")
+                quality = evaluate_causal_lm(
+                    model,
+                    reloaded_tokenizer,
+                    split.eval,
+                    device=spec.device,
+                    max_length=config.max_length,
+                    batch_size=config.eval_batch_size,
                 )
+            else:
+                step_report(0.6, f"{label}: measuring accuracy on {len(split.eval)} held-out examples")
+                quality = evaluate_classifier(
+                    model,
+                    reloaded_tokenizer,
+                    split.eval,
+                    label2id,
+                    device=spec.device,
+                    max_length=config.max_length,
+                    batch_size=config.eval_batch_size,
+                )
+            sweep = generation_sweep if generative else latency_sweep
+            what = f"generating {config.new_tokens} tokens" if generative else "measuring latency"
+            step_report(0.75, f"{label}: {what} at batch sizes {list(config.batch_sizes)}")
+            with PeakMemory(spec.device) as memory:
+                latency = sweep(model, reloaded_tokenizer, eval_texts, device=spec.device, config=config)
             parameters, nonzero = count_parameters(model)
             del model
             gc.collect()
