@@ -37,6 +37,10 @@ class MeasureConfig:
     new_tokens: int = 32
     max_prompt_tokens: int = 64
     generation_min_iterations: int = 10
+    # Perplexity reads the first lm_eval_texts held-out texts (the split's fixed order; 0 = all of them), in
+    # batches of lm_eval_batch_size: a vocabulary of 50k makes every position's logits 200 KB.
+    lm_eval_texts: int = 256
+    lm_eval_batch_size: int = 8
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

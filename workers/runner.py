@@ -121,6 +121,7 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
     generative = spec.task == CAUSAL_LM
     label2id = {} if generative else _label_mapping(teacher, split)
 
+    lm_eval = split.eval[: config.lm_eval_texts or None] if generative else []
     environment = {
         **device_description(spec.device),
         **software_versions(),
@@ -128,6 +129,7 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
         "seed": spec.seed,
         "train_examples": len(split.train),
         "eval_examples": len(split.eval),
+        **({"perplexity_texts": len(lm_eval)} if generative else {}),
         "measure": config.as_dict(),
     }
     eval_texts = [e.text for e in split.eval]
@@ -160,14 +162,14 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
             model, reloaded_tokenizer = load_pretrained(artifact, spec.task, device=spec.device)
 
             if generative:
-                step_report(0.6, f"{label}: measuring perplexity on {len(split.eval)} held-out texts")
+                step_report(0.6, f"{label}: measuring perplexity on {len(lm_eval)} held-out texts")
                 quality = evaluate_causal_lm(
                     model,
                     reloaded_tokenizer,
-                    split.eval,
+                    lm_eval,
                     device=spec.device,
                     max_length=config.max_length,
-                    batch_size=config.eval_batch_size,
+                    batch_size=config.lm_eval_batch_size,
                 )
             else:
                 step_report(0.6, f"{label}: measuring accuracy on {len(split.eval)} held-out examples")

@@ -279,3 +279,25 @@ def _tiny_gguf(directory):
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+@pytest.mark.gpu
+def test_runner_on_cuda_times_with_synchronize_and_records_the_gpu(tiny_llama_dir, tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_bytes(tiny_lm_jsonl())
+    spec = PocSpec(
+        task=LM,
+        model_dir=str(tiny_llama_dir),
+        dataset=str(data),
+        device="cuda",
+        candidates=[CandidateSpec("base", []), CandidateSpec("bf16", [{"technique": "quantize.half"}])],
+        artifacts_dir=str(tmp_path),
+        measure=FAST,
+    )
+    results = list(run_poc(spec, lambda f, m: None))
+    assert all(r.ok for r in results), [r.error for r in results]
+    env = results[0].environment
+    assert env["device"] == "cuda" and env["device_name"] and env["driver"]
+    for result in results:
+        assert 0 < result.figures["peak_memory_bytes"] < 1e9  # CUDA max allocated, not the process RSS
+        assert all(p["ttft_p50_ms"] > 0 for p in result.figures["latency"])

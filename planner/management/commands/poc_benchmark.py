@@ -56,6 +56,12 @@ class Command(BaseCommand):
             "--generation-iterations", type=int, default=settings.MEASURE_GENERATION_ITERATIONS
         )
         parser.add_argument(
+            "--lm-eval-texts",
+            type=int,
+            default=settings.MEASURE_LM_EVAL_TEXTS,
+            help="Held-out texts for perplexity (0 = all).",
+        )
+        parser.add_argument(
             "--price-per-hour",
             type=Decimal,
             default=Decimal("0.096"),
@@ -83,6 +89,7 @@ class Command(BaseCommand):
             new_tokens=opts["new_tokens"],
             max_prompt_tokens=opts["max_prompt_tokens"],
             generation_min_iterations=opts["generation_iterations"],
+            lm_eval_texts=opts["lm_eval_texts"],
         )
         with tempfile.TemporaryDirectory(prefix="poc-benchmark-") as artifacts:
             spec = PocSpec(
@@ -122,9 +129,10 @@ class Command(BaseCommand):
 
     def _header(self, results):
         env = results[0].environment
+        scored = f" ({env['perplexity_texts']} scored for perplexity)" if "perplexity_texts" in env else ""
         self.stdout.write(
             f"\n{env['device_name']} · {env['threads']} threads · torch {env['torch']} · "
-            f"{env['eval_examples']} held-out examples\n"
+            f"{env['eval_examples']} held-out examples{scored}\n"
         )
 
     def _print(self, results, candidates, batch_sizes):
