@@ -327,6 +327,10 @@ def _load_dynamic_int8(path: Path, task: str, manifest: dict[str, Any], device: 
     }
     # The float weights first; the quantized layers' weights are the only ones allowed to be missing.
     _load_weights(model, tensors, path, may_miss=tuple(f"{name}." for name in stored))
+    if getattr(model.config, "tie_word_embeddings", False):
+        # Loading replaced the tied tensor on one side only: tie them again, so that quantizing sees one
+        # weight shared by the embeddings and the LM head, as it did when the model was produced.
+        model.tie_weights()
     model = quantize_linear_dynamic(model, only=set(linear), embeddings=set(embedding), per_channel=True)
     modules = dict(model.named_modules())
     for name, spec in (*linear.items(), *embedding.items()):

@@ -55,13 +55,19 @@ class KnowledgeDistillation(Technique):
     2020) and MiniLM (Wang et al. 2020). Unlabelled data (e.g. production logs) works: the soft targets
     alone then teach the student. The student saves as an ordinary transformers checkpoint with fewer
     layers. Training runs on the training split only.
+
+    Causal LMs (Llama-style decoders such as SmolLM2) are distilled token by token, the word-level
+    distillation of Kim and Rush 2016, "Sequence-Level Knowledge Distillation" (DistilGPT2 was made the same
+    way): the soft-target loss is the KL divergence between the teacher's and the student's next-token
+    distributions at every token of the training texts, and the hard loss (``1 − alpha``) is ordinary
+    next-token prediction on those texts, so no labels are needed.
     """
 
     name = "distill.kd"
     title = "Knowledge distillation into fewer layers"
     family = "distill"
     devices = ("cpu", "cuda")
-    tasks = ("sequence-classification",)
+    tasks = ("sequence-classification", "causal-lm")
     params = (
         Param(
             "student_layers",
@@ -84,7 +90,7 @@ class KnowledgeDistillation(Technique):
             float,
             2.0,
             "Softmax temperature of the soft targets: higher shows the student more of how the teacher "
-            "ranks the wrong classes.",
+            "ranks the wrong classes (or, for a causal LM, the less likely next tokens).",
             minimum=1,
             maximum=20,
         ),
@@ -93,7 +99,8 @@ class KnowledgeDistillation(Technique):
             float,
             0.5,
             "Weight of the soft-target (teacher) loss; 1 − alpha goes to the labels. Without labels the "
-            "soft targets alone are used.",
+            "soft targets alone are used. For a causal LM, 1 − alpha goes to predicting the training "
+            "texts' next tokens.",
             minimum=0,
             maximum=1,
         ),

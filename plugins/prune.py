@@ -4,6 +4,8 @@ feed-forward neurons, whole layers and the vocabulary.
 Structured pruning removes weights physically (smaller matrices, a smaller config where the config can say
 so); importance is always scored on ``ctx.train`` (never ``ctx.eval``), seeded from ``ctx.seed``, and an
 optional recovery fine-tune distils from the original teacher (``plugins.training.kd_finetune``).
+Magnitude, feed-forward and layer pruning also take Llama-style causal LMs, whose scores use next-token
+losses over the non-padding tokens; head and vocabulary pruning are for classifiers only.
 
 Attention heads pruned unevenly across layers cannot be described by a transformers config (its head
 size is ``hidden_size / num_attention_heads`` for every layer, and transformers 5 dropped
@@ -84,9 +86,17 @@ def _max_length(ctx: Context, *models: Any) -> int:
     return min([ctx.max_length] + [n for n in limits if isinstance(n, int) and n > 0])
 
 
-def _encode(tokenizer: Any, texts: Sequence[str], device: Any, max_length: int) -> dict[str, Any]:
+def _encode(
+    tokenizer: Any, texts: Sequence[str], device: Any, max_length: int, *, causal: bool = False
+) -> dict[str, Any]:
+    """A batch for the model: padded by the tokenizer for a classifier; for a causal LM padded on the right
+    by ``encode_causal_lm``, which needs no pad token."""
     if tokenizer is None:
         raise TechniqueError("This technique needs the model's tokenizer")
+    if causal:
+        from plugins.training import encode_causal_lm
+
+        return encode_causal_lm(tokenizer, texts, max_length=max_length, device=device)
     encoded = tokenizer(
         list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
     )
@@ -105,39 +115,81 @@ def _sample_batches(ctx: Context, batches: int, what: str) -> list[list[Example]
     return [picked[i : i + IMPORTANCE_BATCH_SIZE] for i in range(0, len(picked), IMPORTANCE_BATCH_SIZE)]
 
 
-def _reference_logits(model: Any, ctx: Context, texts: Sequence[str], max_length: int) -> Any:
+def _reference_logits(
+    model: Any, ctx: Context, texts: Sequence[str], max_length: int, inputs: Mapping[str, Any] | None = None
+) -> Any:
     """The original teacher's logits for ``texts`` (read with the teacher's tokenizer), or, without a
-    teacher, those of ``model`` as it is now."""
+    teacher, those of ``model`` as it is now. For a causal LM, ``inputs`` (the model's own encoding of the
+    texts) must hold the same tokens: the logits are compared position by position."""
     import torch
 
+    causal = ctx.task == "causal-lm"
     reference, tokenizer = (
         (ctx.teacher, ctx.teacher_tokenizer) if ctx.teacher is not None else (model, ctx.tokenizer)
     )
+    encoded = _encode(tokenizer, texts, _device_of(reference), max_length, causal=causal)
+    if causal and inputs is not None:
+        from plugins.training import same_tokens
+
+        if not same_tokens(encoded, inputs):
+            raise TechniqueError(
+                "The model and the original teacher split the training texts into different tokens, so "
+                "their next-token predictions cannot be compared; put vocabulary changes after pruning"
+            )
     with torch.no_grad():
-        logits = reference(**_encode(tokenizer, texts, _device_of(reference), max_length)).logits
+        logits = reference(**encoded, **_forward_kwargs(ctx)).logits
     return logits.float().to(_device_of(model))
 
 
-class _Scored:
-    """Student inputs and targets of the importance batches, computed once."""
+def _forward_kwargs(ctx: Context) -> dict[str, Any]:
+    """Extra forward arguments: a causal LM builds no key-value cache when scoring (nothing reuses it)."""
+    return {"use_cache": False} if ctx.task == "causal-lm" else {}
 
-    def __init__(self, model: Any, ctx: Context, batches: list[list[Example]]) -> None:
+
+class _Scored:
+    """Student inputs and targets of the importance batches, computed once.
+
+    Classification: ``targets`` are class ids (gold labels, else the teacher's predictions) and
+    ``reference`` the teacher's logits per text. Causal LM: ``targets`` are the next-token labels of the
+    text itself (``plugins.training.next_token_labels``), ``masks`` the non-padding positions, and
+    ``reference`` the teacher's logits at those positions only, as (tokens, vocabulary); it is computed
+    only with ``reference=True`` (layer dropping), since nothing else needs it and it is large.
+    """
+
+    def __init__(
+        self, model: Any, ctx: Context, batches: list[list[Example]], *, reference: bool = True
+    ) -> None:
         import torch
+
+        from plugins.training import next_token_labels
 
         max_length = _max_length(ctx, model, *([ctx.teacher] if ctx.teacher is not None else []))
         device = _device_of(model)
+        self.causal = ctx.task == "causal-lm"
+        self.forward_kwargs = _forward_kwargs(ctx)
         label2id = {str(k): int(v) for k, v in (getattr(model.config, "label2id", None) or {}).items()}
         self.inputs: list[dict[str, Any]] = []
         self.reference: list[Any] = []
         self.targets: list[Any] = []
+        self.masks: list[Any] = []
         for batch in batches:
             texts = [e.text for e in batch]
-            reference = _reference_logits(model, ctx, texts, max_length)
-            self.inputs.append(_encode(ctx.tokenizer, texts, device, max_length))
-            self.reference.append(reference)
+            inputs = _encode(ctx.tokenizer, texts, device, max_length, causal=self.causal)
+            self.inputs.append(inputs)
+            if self.causal:
+                mask = inputs["attention_mask"].bool()
+                self.masks.append(mask)
+                self.targets.append(next_token_labels(inputs))
+                if reference:
+                    self.reference.append(_reference_logits(model, ctx, texts, max_length, inputs)[mask])
+                continue
+            reference_logits = _reference_logits(model, ctx, texts, max_length)
+            self.masks.append(None)
+            if reference:
+                self.reference.append(reference_logits)
             # Gold labels where the model knows them, else the teacher's prediction. (A KL to the teacher's
             # soft targets would have a zero gradient here: the model starts as a copy of the teacher.)
-            predicted = reference.argmax(-1).tolist()
+            predicted = reference_logits.argmax(-1).tolist()
             self.targets.append(
                 torch.tensor(
                     [
@@ -147,6 +199,19 @@ class _Scored:
                     device=device,
                 )
             )
+
+    def loss(self, model: Any, index: int) -> Any | None:
+        """The scoring loss of ``model`` on batch ``index``: cross-entropy to the targets (for a causal LM,
+        next-token prediction on the text at its non-padding positions); None when the batch has no
+        target (causal-LM texts one token long)."""
+        import torch.nn.functional as F
+
+        from plugins.training import next_token_loss
+
+        logits = model(**self.inputs[index], **self.forward_kwargs).logits.float()
+        if self.causal:
+            return next_token_loss(logits, self.targets[index])
+        return F.cross_entropy(logits, self.targets[index])
 
 
 def _gate_importance(
@@ -160,9 +225,9 @@ def _gate_importance(
     the input features of modules, per batch: for ``(module, units, width)`` the module's input is split into
     ``units`` groups of ``width`` features (an attention head's context vector; one FFN neuron). This is the
     head-mask gradient of Michel et al. (2019) and the first-order Taylor score ``|Σ activation × gradient|``
-    of Molchanov et al. (2019), with the loss of ``_Scored`` (cross-entropy to gold or teacher labels)."""
+    of Molchanov et al. (2019), with the loss of ``_Scored`` (cross-entropy to gold or teacher labels; for a
+    causal LM, next-token cross-entropy on the training text)."""
     import torch
-    import torch.nn.functional as F
 
     device = _device_of(model)
     gates = [torch.ones(units, device=device, requires_grad=True) for _, units, _ in gated]
@@ -186,11 +251,12 @@ def _gate_importance(
     model.eval()
     try:
         total = len(scored.inputs)
-        for index, (inputs, targets) in enumerate(zip(scored.inputs, scored.targets, strict=True)):
-            loss = F.cross_entropy(model(**inputs).logits.float(), targets)
-            grads = torch.autograd.grad(loss, gates)
-            for score, grad in zip(scores, grads, strict=True):
-                score += grad.detach().abs().double().cpu()
+        for index in range(total):
+            loss = scored.loss(model, index)
+            if loss is not None:
+                grads = torch.autograd.grad(loss, gates)
+                for score, grad in zip(scores, grads, strict=True):
+                    score += grad.detach().abs().double().cpu()
             report(SCORED * (index + 1) / total, f"scoring {what}: batch {index + 1}/{total}")
     finally:
         for handle in handles:
@@ -252,6 +318,39 @@ def _blocks(model: Any, what: str) -> list[Any]:
     return blocks
 
 
+#: The feed-forward block of Llama-style decoders (Llama, Mistral, Qwen2, SmolLM2): down(act(gate(x)) * up(x))
+GATED_MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+def _ffn_layers(model: Any, what: str) -> list[tuple[list[tuple[Any, str]], tuple[Any, str]]]:
+    """Per transformer block, the Linear layers whose output rows are the feed-forward neurons (as
+    (module, attribute) pairs) and the one whose input columns are: ``intermediate.dense`` and
+    ``output.dense`` in a BERT-style encoder; ``mlp.gate_proj``, ``mlp.up_proj`` and ``mlp.down_proj`` in a
+    Llama-style decoder."""
+    import torch
+
+    from plugins.training import transformer_layers
+
+    parent, attr = transformer_layers(model)
+    blocks = list(getattr(parent, attr))
+    mlps = [getattr(block, "mlp", None) for block in blocks]
+    if all(all(hasattr(mlp, name) for name in GATED_MLP) for mlp in mlps):
+        for mlp in mlps:
+            if not all(isinstance(getattr(mlp, name), torch.nn.Linear) for name in GATED_MLP):
+                raise TechniqueError(
+                    f"{what} needs plain Linear layers; this model's are {type(mlp.down_proj).__name__}. "
+                    "Put pruning before quantization in the pipeline."
+                )
+        return [([(mlp, "gate_proj"), (mlp, "up_proj")], (mlp, "down_proj")) for mlp in mlps]
+    if not any(hasattr(block, "intermediate") for block in blocks):
+        raise TechniqueError(
+            f"{what} supports BERT-style encoders (BERT, RoBERTa, ELECTRA, MiniLM) and Llama-style "
+            f"decoders (an mlp with gate_proj, up_proj and down_proj); the blocks of {type(model).__name__} "
+            "are laid out differently"
+        )
+    return [([(block.intermediate, "dense")], (block.output, "dense")) for block in _blocks(model, what)]
+
+
 def _recover(model: Any, ctx: Context, steps: int) -> Any:
     if steps <= 0:
         ctx.report(1.0, "pruned")
@@ -272,6 +371,13 @@ def _recover(model: Any, ctx: Context, steps: int) -> Any:
         ctx.notes["recovery final loss"] = round(float(stats["final_loss"]), 4)
     ctx.report(1.0, "pruned and recovered")
     return model
+
+
+def _causal_lm_refusal(refusal: str | None, task: str, why: str) -> str | None:
+    """The base refusal, with the reason and the alternatives when the task is a causal LM."""
+    if refusal and task == "causal-lm" and refusal.endswith(f"not {task}"):
+        return f"{refusal}: {why}; for a causal LM use prune.layers, prune.ffn or distill.kd"
+    return refusal
 
 
 def _count(amount: float, total: int) -> int:
@@ -354,19 +460,20 @@ def apply_pruned_shapes(model: Any, shapes: Mapping[str, Any] | None) -> None:
 
 
 class MagnitudePruning(Technique):
-    """Unstructured global magnitude pruning: the given share of the encoder's Linear weights with the
-    smallest absolute values, ranked across all layers together, set to zero for good.
+    """Unstructured global magnitude pruning: the given share of the transformer layers' Linear weights with
+    the smallest absolute values, ranked across all layers together, set to zero for good.
 
     Source: Han et al. 2015, "Learning both Weights and Connections for Efficient Neural Networks"; Zhu &
     Gupta 2017, "To prune, or not to prune". One-shot, without retraining, via
     ``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured``, then ``prune.remove``. Embeddings,
-    the pooler and the classifier are left dense.
+    the pooler and the classifier (or a causal LM's LM head) are left dense.
     """
 
     name = "prune.magnitude"
     title = "Magnitude pruning (unstructured, global)"
     family = "prune"
-    params = (_amount("encoder's Linear weights set to zero"),)
+    tasks = ("sequence-classification", "causal-lm")
+    params = (_amount("transformer layers' Linear weights set to zero"),)
     speedup_caveat = (
         "unstructured sparsity: the zeros are still stored and multiplied on dense kernels, so the model is "
         "neither smaller nor faster"
@@ -383,7 +490,8 @@ class MagnitudePruning(Technique):
         targets = [(m, "weight") for m in getattr(parent, attr).modules() if isinstance(m, torch.nn.Linear)]
         if not targets:
             raise TechniqueError(
-                "This model's encoder has no plain Linear layers to prune; put pruning before quantization"
+                "This model's transformer layers have no plain Linear layers to prune; put pruning before "
+                "quantization"
             )
         ctx.report(0.0, f"pruning {params['amount']:.0%} of {len(targets)} weight matrices by magnitude")
         prune.global_unstructured(
@@ -400,7 +508,7 @@ class MagnitudePruning(Technique):
         ctx.notes["sparsity of pruned weights"] = round(pruned_zeros / pruned, 4)
         ctx.notes["overall sparsity"] = round(zeros / total, 4)
         ctx.notes["pruned weight matrices"] = len(targets)
-        ctx.report(1.0, f"{pruned_zeros / pruned:.1%} of the encoder's Linear weights are zero")
+        ctx.report(1.0, f"{pruned_zeros / pruned:.1%} of the transformer layers' Linear weights are zero")
         return model
 
 
@@ -414,6 +522,8 @@ class HeadPruning(Technique):
     The loss is the cross-entropy to the gold labels, or to the teacher's predictions where a text has none.
     transformers 5 has neither ``head_mask`` nor ``prune_heads``: the mask is a hook on the attention output
     projection, and layers with different head counts are saved with the shapes from ``pruned_shapes``.
+    Sequence classification only: the decoders of causal LMs share key/value heads between query heads
+    (grouped-query attention), which this per-head surgery does not handle.
     """
 
     name = "prune.heads"
@@ -421,9 +531,20 @@ class HeadPruning(Technique):
     family = "prune"
     params = (_amount("attention heads"), _importance_batches(), RECOVERY)
 
+    @classmethod
+    def refusal(cls, *, device: str, task: str) -> str | None:
+        return _causal_lm_refusal(
+            super().refusal(device=device, task=task),
+            task,
+            "it edits BERT-style attention, not a decoder's grouped-query attention",
+        )
+
     def apply(self, model: Any, ctx: Context, params: Mapping[str, Any]) -> Any:
         import torch
 
+        refusal = self.refusal(device=ctx.device, task=ctx.task)
+        if refusal:
+            raise TechniqueError(refusal)
         model = _on_device(model, ctx)
         blocks = _blocks(model, "Head pruning")
         layers = []
@@ -442,7 +563,7 @@ class HeadPruning(Technique):
 
         batches = _sample_batches(ctx, params["importance_batches"], "attention heads")
         ctx.report(0.0, f"scoring {total} attention heads on {len(batches)} training batches")
-        scored = _Scored(model, ctx, batches)
+        scored = _Scored(model, ctx, batches, reference=False)
         scores = _gate_importance(
             model, scored, [(b.attention.output.dense, h, w) for b, w, h in layers], ctx.report, "heads"
         )
@@ -490,19 +611,25 @@ class FfnPruning(Technique):
     in Kwon et al. 2022, "A Fast Post-Training Pruning Framework for Transformers" (which uses a mask's
     Fisher information instead). Neurons are ranked within each layer. The loss is the cross-entropy to the
     gold labels, or to the teacher's predictions where a text has none.
+
+    Causal LMs with Llama-style gated MLPs (``down_proj(act(gate_proj(x)) * up_proj(x))``) lose the same
+    rows of ``gate_proj`` and ``up_proj`` and columns of ``down_proj``, as LLM-Pruner (Ma et al. 2023) prunes
+    them; the importance is the Taylor score at ``down_proj``'s input and the loss next-token cross-entropy
+    on the training texts.
     """
 
     name = "prune.ffn"
     title = "Feed-forward neuron pruning (structured, by importance)"
     family = "prune"
+    tasks = ("sequence-classification", "causal-lm")
     params = (_amount("feed-forward neurons of each layer"), _importance_batches(), RECOVERY)
 
     def apply(self, model: Any, ctx: Context, params: Mapping[str, Any]) -> Any:
         import torch
 
         model = _on_device(model, ctx)
-        blocks = _blocks(model, "Feed-forward pruning")
-        sizes = {b.intermediate.dense.out_features for b in blocks}
+        layers = _ffn_layers(model, "Feed-forward pruning")
+        sizes = {getattr(*cols).in_features for _, cols in layers}
         if len(sizes) != 1:
             raise TechniqueError(
                 f"The layers' feed-forward widths differ ({', '.join(map(str, sorted(sizes)))}); this "
@@ -515,18 +642,21 @@ class FfnPruning(Technique):
 
         batches = _sample_batches(ctx, params["importance_batches"], "feed-forward neurons")
         ctx.report(0.0, f"scoring {size} feed-forward neurons per layer on {len(batches)} training batches")
-        scored = _Scored(model, ctx, batches)
+        scored = _Scored(model, ctx, batches, reference=False)
         scores = _gate_importance(
-            model, scored, [(b.output.dense, size, 1) for b in blocks], ctx.report, "neurons"
+            model, scored, [(getattr(*cols), size, 1) for _, cols in layers], ctx.report, "neurons"
         )
 
         ctx.report(SCORED, f"keeping {kept_count} of {size} neurons per layer")
-        for block, score in zip(blocks, scores, strict=True):
+        for (rows, (owner, attr)), score in zip(layers, scores, strict=True):
             # Stable ranking: ties (e.g. dead neurons) go by position.
             order = sorted(range(size), key=lambda j, s=score: (-float(s[j]), j))
             index = torch.tensor(sorted(order[:kept_count]))
-            block.intermediate.dense = _slice_linear(block.intermediate.dense, index, 0)
-            block.output.dense = _slice_linear(block.output.dense, index, 1)
+            for row_module, row_attr in rows:
+                setattr(row_module, row_attr, _slice_linear(getattr(row_module, row_attr), index, 0))
+            setattr(owner, attr, _slice_linear(getattr(owner, attr), index, 1))
+            if isinstance(getattr(owner, "intermediate_size", None), int):  # LlamaMLP records its width
+                owner.intermediate_size = kept_count
         model.config.intermediate_size = kept_count
         ctx.notes["feed-forward neurons per layer"] = f"{kept_count} of {size}"
         ctx.report(PRUNED, "neurons removed")
@@ -573,11 +703,17 @@ class LayerDropping(Technique):
     ``bottom`` those nearest the embeddings, ``alternate`` every other layer from the top down;
     ``importance`` greedily drops, one at a time, the layer whose removal changes the teacher's predictions
     least (KL divergence on a few training batches); ``pattern`` keeps the listed layers.
+
+    Causal LMs lose layers the same way (Men et al. 2024, "ShortGPT: Layers in Large Language Models are
+    More Redundant Than You Expect", show how many decoder layers can go; they score a layer by how little it
+    changes its input). Here the ``importance`` KL compares the next-token distributions at every token of
+    the training texts, averaged over the tokens.
     """
 
     name = "prune.layers"
     title = "Layer dropping"
     family = "prune"
+    tasks = ("sequence-classification", "causal-lm")
     params = (
         Param("keep", int, 3, "How many transformer layers to keep (ignored with strategy=pattern).", 1, 48),
         Param(
@@ -647,7 +783,7 @@ class LayerDropping(Technique):
 
         from plugins.training import transformer_layers
 
-        scored = _Scored(model, ctx, _sample_batches(ctx, batches, "layers"))
+        scored = _Scored(model, ctx, _sample_batches(ctx, batches, "layers"), reference=True)
         parent, attr = transformer_layers(model)
         original = getattr(parent, attr)
         current = list(range(len(original)))
@@ -662,8 +798,12 @@ class LayerDropping(Technique):
                     setattr(parent, attr, torch.nn.ModuleList([original[i] for i in current if i != layer]))
                     divergence = 0.0
                     with torch.no_grad():
-                        for inputs, reference in zip(scored.inputs, scored.reference, strict=True):
-                            logits = model(**inputs).logits.float()
+                        for inputs, reference, mask in zip(
+                            scored.inputs, scored.reference, scored.masks, strict=True
+                        ):
+                            logits = model(**inputs, **scored.forward_kwargs).logits.float()
+                            if mask is not None:  # a causal LM: every non-padding token's next-token KL
+                                logits = logits[mask]
                             divergence += float(
                                 F.kl_div(
                                     F.log_softmax(logits, -1),
@@ -672,7 +812,8 @@ class LayerDropping(Technique):
                                     reduction="sum",
                                 )
                             )
-                    divergence /= sum(len(r) for r in scored.reference)
+                    # Mean per text (classifier) or per token (causal LM): the rows of the references.
+                    divergence /= sum(r.shape[0] for r in scored.reference)
                     if best is None or divergence < best[0]:
                         best = (divergence, layer)
                     done += 1
@@ -694,6 +835,10 @@ class VocabularyPruning(Technique):
     Source: Abdaoui et al. 2020, "Load What You Need: Smaller Versions of Multilingual BERT". Texts whose
     tokens were all kept give exactly the original outputs. Only WordPiece and WordLevel tokenizers (BERT
     family) are supported; the vocabulary comes from ``ctx.train`` only, never the evaluation data.
+
+    Sequence classification only. For a causal LM the vocabulary is also the output: trimming the LM head
+    would change the next-token distribution itself (tokens outside the training texts could never be
+    generated, and perplexity would no longer be comparable with the original model's).
     """
 
     name = "prune.vocabulary"
@@ -715,11 +860,23 @@ class VocabularyPruning(Technique):
         "token costs the same, so it is no faster"
     )
 
+    @classmethod
+    def refusal(cls, *, device: str, task: str) -> str | None:
+        return _causal_lm_refusal(
+            super().refusal(device=device, task=task),
+            task,
+            "a causal LM's vocabulary is also its output, so trimming it would change what the model can "
+            "generate and its perplexity",
+        )
+
     def apply(self, model: Any, ctx: Context, params: Mapping[str, Any]) -> Any:
         import collections
 
         import torch
 
+        refusal = self.refusal(device=ctx.device, task=ctx.task)
+        if refusal:
+            raise TechniqueError(refusal)
         tokenizer = ctx.tokenizer
         if (
             tokenizer is None

@@ -21,6 +21,9 @@ def quantize_linear_dynamic(
 
     ``embeddings`` also replaces Embedding layers (all when True, or those named) by int8 ones with a float
     scale and zero point per row (torch.ao's ``float_qparams_weight_only_qconfig``).
+
+    A weight shared by several layers (a causal LM's LM head tied to its input embeddings) gives each
+    quantized layer its own int8 copy; ``dense_tensors`` still counts it once, as the original model did.
     """
     import warnings
 
@@ -33,6 +36,11 @@ def quantize_linear_dynamic(
         quantize_dynamic,
     )
 
+    shared: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            shared.setdefault(id(weight), []).append(name)
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     spec: dict[Any, Any] = {torch.nn.Linear: qconfig} if only is None else dict.fromkeys(only, qconfig)
     if embeddings is True:
@@ -47,7 +55,23 @@ def quantize_linear_dynamic(
     for module in quantized.modules():
         if isinstance(module, QuantizedEmbedding):
             module.register_forward_pre_hook(_contiguous_indices)
+    _mark_shared_weights(quantized, [names for names in shared.values() if len(names) > 1])
     return quantized
+
+
+def _mark_shared_weights(model: Any, groups: list[list[str]]) -> None:
+    """Give the quantized layers of each group of layers that shared one float weight the counting key of
+    that weight (the float parameter where one layer kept it, else the first layer's)."""
+    import torch
+
+    modules = dict(model.named_modules())
+    for names in groups:
+        members = [modules[name] for name in names if name in modules]
+        floats = [m.weight for m in members if isinstance(getattr(m, "weight", None), torch.Tensor)]
+        key = id(floats[0]) if floats else id(members[0])
+        for member in members:
+            if not isinstance(getattr(member, "weight", None), torch.Tensor):
+                member.shared_weight_key = key
 
 
 def _contiguous_indices(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -63,7 +87,8 @@ def is_torchao_tensor(tensor: Any) -> bool:
 
 def dense_tensors(module: Any) -> list[tuple[int, Any]]:
     """The weights ``module`` itself holds (not its children's), quantized ones dequantized, each with a key
-    that is the same for a tensor shared between modules: what a parameter count counts.
+    that is the same for a tensor shared between modules: what a parameter count counts. Quantized layers
+    made from one shared float weight (a tied LM head) share a key too.
 
     Covers torch.ao dynamic int8 Linear, torch.ao int8 Embedding and torchao's weight-only tensors, whose
     weights are not plain parameters.
@@ -71,12 +96,13 @@ def dense_tensors(module: Any) -> list[tuple[int, Any]]:
     from torch.ao.nn.quantized import Embedding as QuantizedEmbedding
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
+    key = getattr(module, "shared_weight_key", id(module))
     if isinstance(module, DynamicQuantizedLinear):
         weight, bias = module.weight(), module.bias()
-        pairs = [(id(module), weight.dequantize())]
+        pairs = [(key, weight.dequantize())]
         return pairs + ([(id(bias), bias.detach())] if bias is not None else [])
     if isinstance(module, QuantizedEmbedding):
-        return [(id(module), module.weight().dequantize())]
+        return [(key, module.weight().dequantize())]
     pairs = []
     for param in module.parameters(recurse=False):
         if is_torchao_tensor(param):
@@ -119,7 +145,8 @@ class DynamicInt8(Technique):
     Source: PyTorch ``torch.ao.quantization.quantize_dynamic`` (Jacob et al. 2018, "Quantization and
     Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"); the dynamic variant as
     in the PyTorch BERT dynamic quantization tutorial; embeddings with torch.ao's
-    ``float_qparams_weight_only_qconfig``. LayerNorm stays in fp32.
+    ``float_qparams_weight_only_qconfig``. LayerNorm stays in fp32. On a causal LM the LM head is a Linear
+    layer and is quantized too; where it is tied to the input embeddings, it gets its own int8 copy.
     """
 
     name = "quantize.dynamic-int8"

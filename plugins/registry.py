@@ -131,14 +131,24 @@ def pipeline_label(steps: Sequence[Mapping[str, Any]]) -> str:
     return " → ".join(str(s["technique"]) for s in steps) if steps else "baseline"
 
 
-# Hybrids offered by default, most aggressive first; each is offered only where all its techniques are
-# installed and accept the device and task with their default parameters.
-DEFAULT_HYBRIDS: tuple[tuple[str, ...], ...] = (
-    ("distill.kd", "prune.ffn", "prune.vocabulary", "quantize.dynamic-int8"),
-    ("distill.kd", "quantize.dynamic-int8"),
-    ("distill.kd", "prune.ffn", "quantize.half"),
-    ("prune.layers", "quantize.dynamic-int8"),
-)
+# Hybrids offered by default per task, most aggressive first; each is offered only where all its techniques
+# are installed and accept the device and task with their default parameters.
+DEFAULT_HYBRIDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "sequence-classification": (
+        ("distill.kd", "prune.ffn", "prune.vocabulary", "quantize.dynamic-int8"),
+        ("distill.kd", "quantize.dynamic-int8"),
+        ("distill.kd", "prune.ffn", "quantize.half"),
+        ("prune.layers", "quantize.dynamic-int8"),
+    ),
+    # A causal LM keeps its vocabulary (it is the output too). Weight-only int8 runs on CPU and CUDA and
+    # leaves the LM head alone; dynamic int8, CPU only, is the one that is faster on a CPU in eager mode.
+    "causal-lm": (
+        ("distill.kd", "prune.ffn", "quantize.weight-only"),
+        ("distill.kd", "quantize.weight-only"),
+        ("prune.layers", "quantize.weight-only"),
+        ("distill.kd", "quantize.dynamic-int8"),
+    ),
+}
 
 
 def _runs(steps: Sequence[str], *, device: str, task: str) -> bool:
@@ -152,7 +162,7 @@ def _runs(steps: Sequence[str], *, device: str, task: str) -> bool:
 def default_plan(*, device: str, task: str) -> list[list[str]]:
     """The candidates a new request offers: each single technique, then the hybrids that can run here."""
     singles = [[name] for name in techniques() if _runs([name], device=device, task=task)]
-    hybrids = [list(h) for h in DEFAULT_HYBRIDS if _runs(h, device=device, task=task)]
+    hybrids = [list(h) for h in DEFAULT_HYBRIDS.get(task, ()) if _runs(h, device=device, task=task)]
     return singles + hybrids
 
 

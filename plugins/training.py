@@ -2,8 +2,10 @@
 
 ``kd_finetune`` trains a student against ``ctx.teacher`` on ``ctx.train`` (never ``ctx.eval``): soft targets
 (Hinton et al. 2015), the hard labels when there are any, and optionally the teacher's hidden states
-(TinyBERT, Jiao et al. 2020; MiniLM, Wang et al. 2020). ``transformer_layers``/``keep_layers`` find and cut
-the stack of transformer blocks, so that distillation and structured pruning share one implementation.
+(TinyBERT, Jiao et al. 2020; MiniLM, Wang et al. 2020). For a causal LM the soft targets are the teacher's
+next-token distributions at every token, and the hard loss is next-token prediction on the text itself.
+``transformer_layers``/``keep_layers`` find and cut the stack of transformer blocks, so that distillation and
+structured pruning share one implementation; ``encode_causal_lm`` pads causal-LM batches for both.
 
 Heavy imports (torch, transformers, accelerate) happen inside the functions: importing this module is cheap.
 """
@@ -14,7 +16,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from plugins.base import Context, TechniqueError
@@ -24,6 +26,67 @@ from plugins.base import Context, TechniqueError
 LAYER_PATHS = ("encoder.layer", "transformer.layer", "layers", "model.layers", "h", "transformer.h")
 #: Config attributes that may hold the number of blocks (aliases map onto each other in transformers).
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers")
+#: Floats in one micro-batch's logits (rows × tokens × vocabulary) during causal-LM distillation: 256 MB
+#: in fp32. The loss holds a few tensors of that size at once, so larger batches are split into gradient
+#: accumulation steps (SmolLM2's 49k-token vocabulary at 128 tokens: 10 texts per micro-batch).
+LM_LOGITS_BUDGET = 2**26
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that pads a causal-LM batch: the pad token's, else the end-of-sequence token's (Llama
+    tokenizers often have no pad token), else 0. Padding is masked out, so any id serves."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        if isinstance(value, int) and value >= 0:
+            return value
+    return 0
+
+
+def encode_causal_lm(tokenizer: Any, texts: Sequence[str], *, max_length: int, device: Any) -> dict[str, Any]:
+    """``input_ids`` and ``attention_mask`` of ``texts`` for a causal LM, truncated to ``max_length`` and
+    padded on the right with ``pad_token_id(tokenizer)``.
+
+    The padding is done here rather than by the tokenizer, so a tokenizer without a pad token works and is
+    never changed (setting one would change what ``save_pretrained`` writes). A text that gives no token at
+    all reads as the pad token, so that every row attends to something.
+    """
+    import torch
+
+    if tokenizer is None:
+        raise TechniqueError("This technique needs the model's tokenizer")
+    rows = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    pad = pad_token_id(tokenizer)
+    rows = [list(row) or [pad] for row in rows]
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
+def next_token_labels(inputs: Mapping[str, Any]) -> Any:
+    """The targets of next-token prediction for a batch from ``encode_causal_lm``: position ``i`` predicts
+    token ``i + 1``, so the labels are the input ids shifted left by one, with -100 at padding (and after
+    each text's last token). Compare with ``logits[:, :-1]``."""
+    input_ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    return input_ids.masked_fill(mask == 0, -100)[:, 1:]
+
+
+def next_token_loss(logits: Any, labels: Any) -> Any | None:
+    """Mean cross-entropy of ``logits[:, :-1]`` against ``next_token_labels``; None when the batch has no
+    target (every text one token long)."""
+    import torch.nn.functional as F
+
+    if not bool((labels != -100).any()):
+        return None
+    vocabulary = logits.shape[-1]
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, vocabulary).float(), labels.reshape(-1), ignore_index=-100
+    )
 
 
 def transformer_layers(model: Any) -> tuple[Any, str]:
@@ -162,6 +225,19 @@ def _default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [round(m * teacher_layers / student_layers) for m in range(student_layers + 1)]
 
 
+def same_tokens(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two encodings of the same texts hold the same tokens in the same places."""
+    import torch
+
+    ids_a, ids_b = a["input_ids"], b["input_ids"].to(a["input_ids"].device)
+    mask_a, mask_b = a["attention_mask"], b["attention_mask"].to(a["attention_mask"].device)
+    return (
+        ids_a.shape == ids_b.shape
+        and torch.equal(mask_a, mask_b)
+        and torch.equal(ids_a.masked_fill(mask_a == 0, 0), ids_b.masked_fill(mask_b == 0, 0))
+    )
+
+
 def _index_stream(count: int, size: int, rng: random.Random) -> Iterator[list[int]]:
     """Batches of ``size`` example indices, reshuffled every pass over the data, without end."""
     order: list[int] = []
@@ -207,6 +283,13 @@ def kd_finetune(
     index 0 is the embedding output and ``i`` the output of block ``i``; ``layer_map`` has one entry per
     student hidden state (blocks + 1) and defaults to evenly spaced teacher layers. Padding is left out.
 
+    For a causal LM (``ctx.task == "causal-lm"``) the KL term compares the next-token distributions at every
+    non-padding position, averaged per token, and the hard loss is ``(1 − alpha)·`` next-token cross-entropy
+    on the training text itself, so no labels are needed (``Example.label`` is ignored). Batches are padded
+    on the right by ``encode_causal_lm``; the teacher runs on each batch (its logits are too big to keep per
+    example), and batches are split into gradient-accumulation steps so that one micro-batch's logits stay
+    within ``LM_LOGITS_BUDGET`` floats. Student and teacher must split the text into the same tokens.
+
     The teacher reads ``ctx.teacher_tokenizer``'s encoding of the texts and the student ``ctx.tokenizer``'s
     (they differ after vocabulary pruning). Optimizer steps: ``epochs × ceil(len(train) / batch_size)``,
     capped at ``steps`` when given; ``batch_size`` examples per optimizer step, split into
@@ -241,10 +324,15 @@ def kd_finetune(
         raise TechniqueError("Give a positive number of epochs or steps")
     _refuse_untrainable(student, ctx)
 
+    causal = ctx.task == "causal-lm"
     label2id = {str(k): int(v) for k, v in (getattr(student.config, "label2id", None) or {}).items()}
     targets: list[int] = []
     unknown: set[str] = set()
-    for example in examples:
+    if causal:  # the text is its own target; an empty one teaches nothing
+        examples = [e for e in examples if e.text.strip()]
+        if not examples:
+            raise TechniqueError("Every training text is empty; give texts to distill on")
+    for example in [] if causal else examples:
         if example.label is None:
             targets.append(-100)
         elif str(example.label) in label2id:
@@ -283,6 +371,11 @@ def kd_finetune(
 
     batch_size = min(batch_size, len(examples))
     accumulation = min(gradient_accumulation_steps, batch_size)
+    if causal:
+        head = student.get_output_embeddings() if hasattr(student, "get_output_embeddings") else None
+        vocabulary = getattr(head, "out_features", None) or getattr(student.config, "vocab_size", 1)
+        rows = max(1, LM_LOGITS_BUDGET // (max_length * int(vocabulary)))
+        accumulation = max(accumulation, math.ceil(batch_size / rows))
     micro_batch = math.ceil(batch_size / accumulation)
     per_epoch = math.ceil(len(examples) / batch_size)
     total = max(1, math.ceil(round(epochs * per_epoch, 6))) if epochs > 0 else int(steps or 1)
@@ -316,30 +409,43 @@ def kd_finetune(
 
     texts = [e.text for e in examples]
     same_tokenizer = ctx.teacher_tokenizer is ctx.tokenizer
+    # No key-value cache while training: nothing reuses it, and it costs memory.
+    forward_kwargs: dict[str, Any] = {"use_cache": False} if causal else {}
 
     def encode(tokenizer: Any, batch_texts: list[str], on: Any) -> dict[str, Any]:
+        if causal:
+            return encode_causal_lm(tokenizer, batch_texts, max_length=max_length, device=on)
         encoded = tokenizer(
             batch_texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
         return {k: v.to(on) for k, v in encoded.items()}
 
-    # The teacher is frozen and in eval mode, so its logits per example never change: computed once.
+    # The teacher is frozen and in eval mode, so its logits per example never change: a classifier's are
+    # computed once. A causal LM's (tokens × vocabulary per text) are too big to keep: computed per batch.
+    cache_logits = not (use_hidden or causal)
     teacher_logits: dict[int, Any] = {}
 
     def teacher_outputs(batch: list[int], student_inputs: dict[str, Any]) -> tuple[Any, Any]:
-        missing = [i for i in batch if i not in teacher_logits] if not use_hidden else batch
+        missing = [i for i in batch if i not in teacher_logits] if cache_logits else batch
         hidden = None
         if missing:
             if same_tokenizer and missing == batch:
                 inputs = {k: v.to(teacher_device) for k, v in student_inputs.items()}
             else:
                 inputs = encode(ctx.teacher_tokenizer, [texts[i] for i in missing], teacher_device)
+                if causal and not same_tokens(inputs, student_inputs):
+                    raise TechniqueError(
+                        "Distilling a causal LM compares the next-token predictions at every token, so the "
+                        "student and the teacher must split the texts into the same tokens, and their "
+                        "tokenizers differ; put vocabulary changes after distillation"
+                    )
             with torch.inference_mode(), accelerator.autocast():
-                out = teacher(**inputs, output_hidden_states=use_hidden)
+                out = teacher(**inputs, output_hidden_states=use_hidden, **forward_kwargs)
             # Clones outside inference mode: inference tensors cannot be saved for the student's backward.
             logits = out.logits.float().to(device).clone()
             if use_hidden:
                 hidden = [h.float().to(device).clone() for h in out.hidden_states]
+            if not cache_logits:
                 return logits, hidden
             for row, i in enumerate(missing):
                 teacher_logits[i] = logits[row]
@@ -348,13 +454,17 @@ def kd_finetune(
     def batch_loss(batch: list[int]) -> Any:
         inputs = encode(ctx.tokenizer, [texts[i] for i in batch], device)
         t_logits, t_hidden = teacher_outputs(batch, inputs)
-        out = model(**inputs, output_hidden_states=use_hidden)
+        out = model(**inputs, output_hidden_states=use_hidden, **forward_kwargs)
         s_logits = out.logits.float()
         if s_logits.shape != t_logits.shape:
+            what = "tokens in its vocabulary" if causal else "classes"
+            same = "the same vocabulary" if causal else "the same label set"
             raise TechniqueError(
-                f"The student predicts {s_logits.shape[-1]} classes and the teacher {t_logits.shape[-1]}; "
-                "distillation needs the same label set"
+                f"The student predicts {s_logits.shape[-1]} {what} and the teacher {t_logits.shape[-1]}; "
+                f"distillation needs {same}"
             )
+        if causal:
+            return causal_loss(inputs, s_logits, t_logits, out, t_hidden)
         kd = F.kl_div(
             F.log_softmax(s_logits / temperature, dim=-1),
             F.log_softmax(t_logits / temperature, dim=-1),
@@ -370,6 +480,24 @@ def kd_finetune(
             loss = loss + hidden_weight * hidden_loss(
                 out.hidden_states, t_hidden, inputs.get("attention_mask")
             )
+        return loss
+
+    def causal_loss(inputs: dict[str, Any], s_logits: Any, t_logits: Any, out: Any, t_hidden: Any) -> Any:
+        # KL at every non-padding position; "batchmean" over the (tokens, vocabulary) rows is per token.
+        mask = inputs["attention_mask"].bool()
+        kd = F.kl_div(
+            F.log_softmax(s_logits[mask] / temperature, dim=-1),
+            F.log_softmax(t_logits[mask] / temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        ) * (temperature**2)
+        loss = kd
+        if alpha < 1.0:
+            hard = next_token_loss(s_logits, next_token_labels(inputs))
+            if hard is not None:
+                loss = alpha * kd + (1.0 - alpha) * hard
+        if use_hidden:
+            loss = loss + hidden_weight * hidden_loss(out.hidden_states, t_hidden, inputs["attention_mask"])
         return loss
 
     def hidden_loss(s_hidden: Sequence[Any], t_hidden: Sequence[Any], mask: Any) -> Any:

@@ -89,7 +89,10 @@ def _round_trip(model, tokenizer, path: Path):
 def test_metadata_and_light_import():
     for cls in TECHNIQUES:
         assert cls.name.startswith("prune.") and cls.family == "prune"
-        assert cls.tasks == ("sequence-classification",) and set(cls.devices) == {"cpu", "cuda"}
+        assert set(cls.devices) == {"cpu", "cuda"}
+        lm = "causal-lm" in cls.tasks
+        assert cls.tasks == ("sequence-classification", "causal-lm")[: 1 + lm], cls.name
+        assert lm == (cls not in (HeadPruning, VocabularyPruning)), cls.name
         assert "Source: " in cls.description() and "et al. 20" in cls.description()
         assert all(p.help for p in cls.params)
         cls.clean_params({})
