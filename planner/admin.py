@@ -33,14 +33,24 @@ class HardwareProfileAdmin(admin.ModelAdmin):
 class CandidateInline(admin.TabularInline):
     model = Candidate
     extra = 0
-    fields = ["position", "pipeline", "status", "accuracy", "size_bytes", "error"]
+    fields = ["position", "pipeline", "status", "accuracy", "perplexity", "size_bytes", "error"]
     readonly_fields = fields
 
 
 @admin.register(PocRequest)
 class PocRequestAdmin(admin.ModelAdmin):
-    list_display = ["title", "team", "owner", "status", "progress", "hardware", "decision", "created_at"]
-    list_filter = ["status", "team", "decision", "hardware"]
+    list_display = [
+        "title",
+        "task",
+        "team",
+        "owner",
+        "status",
+        "progress",
+        "hardware",
+        "decision",
+        "created_at",
+    ]
+    list_filter = ["status", "task", "team", "decision", "hardware"]
     search_fields = ["title", "owner__username", "team__name"]
     list_select_related = ["owner", "hardware", "team"]
     # A decision is made on the request's page, where it records who made it and when.

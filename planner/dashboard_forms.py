@@ -10,7 +10,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from planner import roi, selectors
-from planner.models import PocRequest, PocRequestSummary
+from planner.models import MAX_OUTPUT_TOKENS, PocRequest, PocRequestSummary
 
 
 class WhatIfForm(forms.Form):
@@ -45,6 +45,17 @@ class WhatIfForm(forms.Form):
     grid_kg_co2_per_kwh = forms.DecimalField(
         label=_("Grid intensity (kg CO₂/kWh)"), min_value=0, max_value=5, max_digits=6, decimal_places=4
     )
+    # Text generation only.
+    per_token_target_ms = forms.DecimalField(
+        label=_("Per-token latency target, p95 (ms)"),
+        min_value=Decimal("0.1"),
+        max_value=60_000,
+        max_digits=10,
+        decimal_places=2,
+    )
+    output_tokens_per_request = forms.IntegerField(
+        label=_("Output tokens per request"), min_value=1, max_value=MAX_OUTPUT_TOKENS
+    )
 
     def __init__(self, data: Any = None, *, poc_request: PocRequest) -> None:
         # Bound only when the query string carries a what-if figure (other parameters, such as a page
@@ -63,6 +74,9 @@ class WhatIfForm(forms.Form):
             field.widget.attrs.update({"inputmode": "decimal", "step": "any"})
         if current.power_watts is None:
             del self.fields["grid_kg_co2_per_kwh"]  # no power figure, so no CO₂ to recompute
+        if not current.is_generative:
+            for name in selectors.GENERATION_WHATIF_FIELDS:
+                del self.fields[name]
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.cleaned_data.items() if v is not None}

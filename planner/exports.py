@@ -15,7 +15,7 @@ from typing import Any
 
 from planner.models import PocRequest
 from planner.selectors import RequestDashboard, describe_blocking
-from planner.templatetags.planner_format import quantize_money
+from planner.templatetags.planner_format import quantize_money, quantize_unit_cost
 
 BOM = "\ufeff"
 
@@ -55,6 +55,23 @@ CANDIDATE_COLUMNS = [
     "measured_at",
 ]
 
+# Appended for text-generation requests (the columns above stay where they are; accuracy and macro_f1 are
+# empty). Per-token costs keep two places more than the currency's minor unit (see quantize_unit_cost).
+GENERATION_COLUMNS = [
+    "perplexity",
+    "perplexity_change_pct",
+    "exact_match",
+    "ttft_p50_ms_batch1",
+    "ttft_p95_ms_batch1",
+    "itl_p50_ms_batch1",
+    "itl_p95_ms_batch1",
+    "tokens_per_s_batch1",
+    "output_tokens_per_request",
+    "output_tokens_per_s_per_replica",
+    "cost_per_1m_output_tokens",
+    "peak_memory_bytes",
+]
+
 PORTFOLIO_COLUMNS = [
     "request_id",
     "title",
@@ -81,7 +98,13 @@ PORTFOLIO_COLUMNS = [
     "decision_comment",
     "decided_by",
     "decided_at",
+    "task",
 ]
+
+
+def candidate_columns(dashboard: RequestDashboard) -> list[str]:
+    """The header of a request's candidate export: the generation columns come with text generation."""
+    return CANDIDATE_COLUMNS + (GENERATION_COLUMNS if dashboard.is_generative else [])
 
 
 class _Echo:
@@ -119,6 +142,7 @@ def candidate_rows(dashboard: RequestDashboard) -> Iterator[list[Any]]:
     scenario = "what-if" if dashboard.is_whatif else "as filed"
     for row in dashboard.rows:
         c, f, b1 = row.candidate, row.figures, row.batch1 or {}
+        extra = _generation_cells(dashboard, row) if dashboard.is_generative else []
         yield [
             poc_request.pk,
             poc_request.title,
@@ -153,7 +177,31 @@ def candidate_rows(dashboard: RequestDashboard) -> Iterator[list[Any]]:
             c.nonzero_parameters,
             c.environment.get("device_name") or c.environment.get("device"),
             c.measured_at.isoformat() if c.measured_at else None,
+            *extra,
         ]
+
+
+def _generation_cells(dashboard: RequestDashboard, row: Any) -> list[Any]:
+    c, f, b1, cur = row.candidate, row.figures, row.batch1 or {}, dashboard.currency
+    change = (row.comparison or {}).get("perplexity_change")
+    if c.is_baseline and c.perplexity is not None:
+        change = 0.0
+    return [
+        c.perplexity,
+        _fixed(change * 100, 1) if change is not None else None,
+        c.exact_match,
+        b1.get("ttft_p50_ms"),
+        b1.get("ttft_p95_ms"),
+        b1.get("itl_p50_ms"),
+        b1.get("itl_p95_ms"),
+        b1.get("tokens_per_s"),
+        dashboard.economics.output_tokens_per_request,
+        _fixed(f.tokens_per_s_capacity, 1) if f else None,
+        quantize_unit_cost(f.cost_per_million_tokens, cur)
+        if f and f.cost_per_million_tokens is not None
+        else None,
+        c.peak_memory_bytes,
+    ]
 
 
 def portfolio_rows(requests: Iterable[PocRequest]) -> Iterator[list[Any]]:
@@ -186,4 +234,5 @@ def portfolio_rows(requests: Iterable[PocRequest]) -> Iterator[list[Any]]:
             r.decision_comment,
             r.decided_by.get_username() if r.decided_by else None,
             r.decided_at.isoformat() if r.decided_at else None,
+            r.task,
         ]

@@ -8,17 +8,29 @@ from pathlib import Path
 from django import forms
 from django.conf import settings
 from django.core.validators import MinValueValidator
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from planner.models import HardwareProfile, PocRequest, Team
+from planner.models import PER_TOKEN_TARGET_REQUIRED, HardwareProfile, PocRequest, Team
 from plugins import registry
 from plugins.artifacts import ModelLoadError, check_model_dir
 from plugins.base import Param
-from workers.datasets import DataError, load_demo_examples, parse_task_data, split_examples
+from workers.datasets import DataError, load_demo_examples, parse_task_data, split_examples, split_for
 
 DEMO = "demo"
 UPLOAD = "upload"
 MAX_CANDIDATES = 12
+CLASSIFICATION = PocRequest.Task.SEQUENCE_CLASSIFICATION
+CAUSAL_LM = PocRequest.Task.CAUSAL_LM
+# What "demo" means for each task (the strings are translated with the rest: planner.form_strings).
+DEMO_MODEL_LABELS = {
+    CLASSIFICATION: "Demo: MiniLM-L6 fine-tuned on Wikipedia topics",
+    CAUSAL_LM: "Demo: SmolLM2-135M-Instruct, a small chat model",
+}
+DEMO_DATA_LABELS = {
+    CLASSIFICATION: "Demo: Wikipedia lead paragraphs by topic (11 labels)",
+    CAUSAL_LM: "Demo: Wikipedia lead paragraphs, as text",
+}
 
 
 def param_field(param: Param) -> forms.Field:
@@ -60,10 +72,14 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def resolve_model_dir(ref: str) -> Path:
+def demo_model_dir(task: str) -> Path:
+    return settings.DEMO_LLM_DIR if task == CAUSAL_LM else settings.DEMO_MODEL_DIR
+
+
+def resolve_model_dir(ref: str, task: str = CLASSIFICATION) -> Path:
     """The model directory for a form value, refusing anything outside MODELS_ROOT (symlinks included)."""
     if ref == DEMO:
-        return settings.DEMO_MODEL_DIR
+        return demo_model_dir(task)
     root = settings.MODELS_ROOT.resolve()
     candidate = root / ref
     if not _inside(candidate, root):
@@ -106,19 +122,30 @@ def _listed(items: list[str], limit: int = 10) -> str:
 
 
 class PocRequestForm(forms.ModelForm):
+    task = forms.ChoiceField(
+        label="Task",
+        choices=PocRequest.Task.choices,
+        required=False,  # a form posted without one files a classification request, as before
+        widget=forms.RadioSelect,
+        help_text="What the model does: label a text, or write one. The targets and the candidates follow.",
+    )
     model_ref = forms.ChoiceField(label="Model", help_text="The model to compress, as it is served today.")
     dataset_ref = forms.ChoiceField(
         label="Task data",
         choices=[
-            (DEMO, "Demo: Wikipedia lead paragraphs by topic (11 labels)"),
-            (UPLOAD, "Upload a CSV or JSONL file"),
+            (DEMO, DEMO_DATA_LABELS[CLASSIFICATION]),
+            (UPLOAD, "Upload a file"),
         ],
-        help_text="20% of it, chosen by a fixed hash, is held out for accuracy and never trained on.",
+        help_text="20% of it, chosen by a fixed hash, is held out to measure accuracy or perplexity and never trained on.",
     )
     dataset_upload = forms.FileField(
         label="Data file",
         required=False,
-        help_text="CSV or JSONL with a 'text' column and a 'label' column (UTF-8).",
+        help_text=(
+            "Classification: CSV or JSONL with a 'text' column and a 'label' column. Text generation: a .txt "
+            "file with one text per line, JSONL with 'text' or 'prompt' (and an optional 'reference' "
+            "completion), or CSV with a 'text' column. UTF-8."
+        ),
     )
     candidates = forms.MultipleChoiceField(
         label="Candidates to try",
@@ -140,11 +167,15 @@ class PocRequestForm(forms.ModelForm):
         model = PocRequest
         fields = [
             "title",
+            "task",
             "model_ref",
             "dataset_ref",
             "dataset_upload",
             "p95_target_ms",
+            "per_token_target_ms",
             "accuracy_floor_pct",
+            "perplexity_increase_pct",
+            "output_tokens_per_request",
             "requests_per_day",
             "peak_factor",
             "target_utilisation",
@@ -158,17 +189,52 @@ class PocRequestForm(forms.ModelForm):
         ]
         labels = {
             "p95_target_ms": "p95 latency target (ms)",
+            "per_token_target_ms": "Per-token latency target, p95 (ms)",
+            "accuracy_floor_pct": "Accuracy floor (% of baseline)",
+            "perplexity_increase_pct": "Max perplexity rise over the baseline (%)",
+            "output_tokens_per_request": "Output tokens per request",
             "target_utilisation": "Target utilisation (0–1)",
         }
         help_texts = {
+            "p95_target_ms": (
+                "Classification: the p95 time of one request. Text generation: the p95 time to the first "
+                "token (TTFT)."
+            ),
+            "per_token_target_ms": (
+                "Text generation: the p95 time between two generated tokens (inter-token latency) that "
+                "readers accept."
+            ),
             "accuracy_floor_pct": "A candidate must keep at least this share of the baseline's accuracy.",
+            "perplexity_increase_pct": (
+                "A candidate's perplexity on the held-out text may be at most this much higher than the "
+                "baseline's."
+            ),
+            "output_tokens_per_request": (
+                "The length of a typical reply; it sets the request time and the cost per token."
+            ),
             "peak_factor": "Peak traffic ÷ average traffic.",
             "target_utilisation": "How busy a replica may run at peak; headroom for bursts.",
             "engineering_hours": "Hours to take a compressed model to production.",
         }
 
+    # Shown for one task only (request_form.js hides the others; the server ignores them).
+    TASK_FIELDS = {
+        "per_token_target_ms": CAUSAL_LM,
+        "perplexity_increase_pct": CAUSAL_LM,
+        "output_tokens_per_request": CAUSAL_LM,
+        "accuracy_floor_pct": CLASSIFICATION,
+    }
+
     def __init__(self, *args, teams: Sequence[Team] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # The task the form shows: the one posted, else the initial one (a link may ask for ?task=causal-lm).
+        chosen = (self.data.get("task") if self.is_bound else None) or self.initial.get("task")
+        self.task = chosen if chosen in PocRequest.Task.values else CLASSIFICATION
+        self.fields["task"].initial = self.task
+        for name, task in self.TASK_FIELDS.items():
+            field = self.fields[name]
+            field.required = False  # required for its own task only: see clean()
+            field.task_only = task
         # A user in several teams picks one (only theirs validate); with one team it is implied.
         self.implied_team = teams[0] if teams and len(teams) == 1 else None
         if teams and len(teams) > 1:
@@ -177,9 +243,10 @@ class PocRequestForm(forms.ModelForm):
                 label="Team",
                 help_text="The members of this team see the request.",
             )
-        self.fields["model_ref"].choices = [(DEMO, "Demo: MiniLM-L6 fine-tuned on Wikipedia topics")] + [
+        self.fields["model_ref"].choices = [(DEMO, DEMO_MODEL_LABELS[self.task])] + [
             (ref, f"Local: {label}") for ref, label in local_model_choices()
         ]
+        self.fields["dataset_ref"].choices = [(DEMO, DEMO_DATA_LABELS[self.task]), (UPLOAD, "Upload a file")]
         self.fields["hardware"].queryset = HardwareProfile.objects.all()
         # Zero traffic would make every saving zero: the model allows it, a request does not. A horizon's
         # model bound (1) is tighter than its positive integer field's (0); say the real one.
@@ -191,18 +258,22 @@ class PocRequestForm(forms.ModelForm):
             field.widget.attrs["min"] = 1
         self.model_config: dict | None = None
         self.data_labels: list[str] | None = None
-        offered = {
-            " → ".join(steps): steps
-            for device in HardwareProfile.DeviceKind.values
-            for steps in registry.default_plan(device=device, task=PocRequest.Task.SEQUENCE_CLASSIFICATION)
+        # Every task's plan is offered (the page shows the chosen task's; validation checks the task).
+        self.offered: dict[str, list[str]] = {
+            task: list(
+                dict.fromkeys(
+                    " → ".join(steps)
+                    for device in HardwareProfile.DeviceKind.values
+                    for steps in registry.default_plan(device=device, task=task)
+                )
+            )
+            for task in PocRequest.Task.values
         }
-        self.fields["candidates"].choices = [(label, label) for label in offered]
-        cpu_plan = registry.default_plan(device="cpu", task=PocRequest.Task.SEQUENCE_CLASSIFICATION)
-        # Checked at first: the quick int8 candidate and the most aggressive hybrid the CPU can run.
-        hybrids = [p for p in cpu_plan if len(p) > 1]
-        self.fields["candidates"].initial = [
-            " → ".join(p) for p in cpu_plan if p == ["quantize.dynamic-int8"] or (hybrids and p == hybrids[0])
+        self.fields["candidates"].choices = [
+            (label, label) for label in dict.fromkeys(sum(self.offered.values(), []))
         ]
+        self.initial_candidates = {task: initial_candidates(task) for task in PocRequest.Task.values}
+        self.fields["candidates"].initial = self.initial_candidates[self.task]
         self.pipelines: list[list[dict]] = []
         self.param_groups = []
         for name, cls in registry.techniques().items():
@@ -220,6 +291,24 @@ class PocRequestForm(forms.ModelForm):
             for g in self.param_groups
         ]
 
+    def task_data(self) -> dict:
+        """What request_form.js needs to show one task's choices (labels in the reader's language)."""
+        return {
+            "offered": self.offered,
+            "initial": self.initial_candidates,
+            "demo_model": {task: gettext(label) for task, label in DEMO_MODEL_LABELS.items()},
+            "demo_data": {task: gettext(label) for task, label in DEMO_DATA_LABELS.items()},
+        }
+
+    def _chosen_task(self) -> str | None:
+        """The task as cleaned so far; None when the posted one is not a task (its error says so)."""
+        if "task" in self.errors:
+            return None
+        return self.cleaned_data.get("task") or CLASSIFICATION
+
+    def clean_task(self) -> str:
+        return self.cleaned_data.get("task") or CLASSIFICATION
+
     def main_fields(self):
         names = list(self.Meta.fields)
         if "team" in self.fields:
@@ -228,14 +317,16 @@ class PocRequestForm(forms.ModelForm):
 
     def clean_model_ref(self) -> str:
         ref = self.cleaned_data["model_ref"]
+        task = self._chosen_task()
+        if task is None:
+            return ref
         try:
-            self.model_config = check_model_dir(
-                resolve_model_dir(ref), task=PocRequest.Task.SEQUENCE_CLASSIFICATION
-            )
+            self.model_config = check_model_dir(resolve_model_dir(ref, task), task=task)
         except ModelLoadError as exc:
-            if ref == DEMO and not settings.DEMO_MODEL_DIR.is_dir():
+            if ref == DEMO and not demo_model_dir(task).is_dir():
+                what = "demo LLM" if task == CAUSAL_LM else "demo model"
                 raise forms.ValidationError(
-                    "The demo model is not built yet; run `make demo` (or `python manage.py demo_setup`)."
+                    f"The {what} is not built yet; run `make demo` (or `python manage.py demo_setup`)."
                 ) from None
             raise forms.ValidationError(str(exc)) from None
         return ref
@@ -244,44 +335,72 @@ class PocRequestForm(forms.ModelForm):
         upload = self.cleaned_data.get("dataset_upload")
         if upload is None or self.cleaned_data.get("dataset_ref") == DEMO:
             return None  # a file sent along with the demo data is ignored, not checked
+        task = self._chosen_task()
         if upload.size > settings.DATA_UPLOAD_MAX_BYTES:
             limit_mib = settings.DATA_UPLOAD_MAX_BYTES / 2**20
+            plenty = "a few thousand texts" if task == CAUSAL_LM else "a few thousand examples per label"
             raise forms.ValidationError(
                 f"The file is {upload.size / 2**20:.1f} MiB; the limit is {limit_mib:.0f} MiB. "
-                "Upload a sample of it: a few thousand examples per label are plenty."
+                f"Upload a sample of it: {plenty} are plenty."
             )
+        if task is None:
+            return upload
         raw = upload.read()
         upload.seek(0)
         try:
-            examples = parse_task_data(raw, upload.name, require_labels=True)
-            self.data_labels = split_examples(examples).labels
+            examples = parse_task_data(raw, upload.name, require_labels=task == CLASSIFICATION, task=task)
+            split = split_for(examples, task)
         except DataError as exc:
             raise forms.ValidationError(str(exc)) from None
+        if task == CLASSIFICATION:
+            self.data_labels = split.labels
         return upload
 
     def clean(self):
         data = super().clean()
+        task = self._chosen_task()
         if (
             data.get("dataset_ref") == UPLOAD
             and not data.get("dataset_upload")
             and "dataset_upload" not in self.errors
         ):
-            self.add_error("dataset_upload", "Choose a CSV or JSONL file to upload, or pick the demo data.")
-        if data.get("dataset_ref") == DEMO:
+            files = "a TXT, JSONL or CSV file" if task == CAUSAL_LM else "a CSV or JSONL file"
+            self.add_error("dataset_upload", f"Choose {files} to upload, or pick the demo data.")
+        if data.get("dataset_ref") == DEMO and task == CLASSIFICATION:
             try:
                 self.data_labels = list(demo_labels())
             except DataError as exc:
                 self.add_error("dataset_ref", str(exc))
-        self._clean_labels(data)
+        if task == CLASSIFICATION:
+            self._clean_labels(data)
+        self._clean_task_fields(data, task)
         hardware = data.get("hardware")
         if hardware and data.get("currency") and hardware.currency != data["currency"]:
             self.add_error(
                 "currency",
                 f"{hardware.name} is priced in {hardware.currency}; choose {hardware.currency} or another hardware profile.",
             )
-        if hardware:
-            self._clean_pipelines(data, hardware.device_kind)
+        if hardware and task is not None:
+            self._clean_pipelines(data, hardware.device_kind, task)
         return data
+
+    def _clean_task_fields(self, data: dict, task: str | None) -> None:
+        """Each task's own fields: the accuracy floor is required for classification and the per-token
+        target for text generation; left empty, the others take their defaults, and the other task's are
+        stored as their defaults, unused."""
+        if task is None:
+            return
+        if task == CLASSIFICATION:
+            data["per_token_target_ms"] = None
+        for name, owner in self.TASK_FIELDS.items():
+            if name in self.errors or data.get(name) is not None:
+                continue
+            if name == "accuracy_floor_pct" and owner == task:
+                self.add_error(name, forms.Field.default_error_messages["required"])
+            elif name == "per_token_target_ms" and owner == task:
+                self.add_error(name, PER_TOKEN_TARGET_REQUIRED)
+            else:
+                data[name] = DEFAULTS[name]
 
     def _clean_labels(self, data: dict) -> None:
         """Refuse data labelled with classes the model cannot predict: its accuracy could not be measured."""
@@ -298,7 +417,7 @@ class PocRequestForm(forms.ModelForm):
                 "fine-tuned on these labels.",
             )
 
-    def _clean_pipelines(self, data: dict, device: str) -> None:
+    def _clean_pipelines(self, data: dict, device: str, task: str) -> None:
         chosen = [registry.parse_pipeline(label) for label in data.get("candidates", [])]
         custom = [registry.parse_pipeline(line) for line in data.get("custom_pipelines", "").splitlines()]
         params = {
@@ -310,9 +429,7 @@ class PocRequestForm(forms.ModelForm):
             raw = [{"technique": name, "params": params.get(name, {})} for name in steps]
             field = "custom_pipelines" if steps in custom else "candidates"
             try:
-                cleaned = registry.validate_pipeline(
-                    raw, device=device, task=PocRequest.Task.SEQUENCE_CLASSIFICATION
-                )
+                cleaned = registry.validate_pipeline(raw, device=device, task=task)
             except ValueError as exc:
                 self.add_error(field, f"{' → '.join(steps)}: {exc}")
                 continue
@@ -328,6 +445,10 @@ class PocRequestForm(forms.ModelForm):
         data = self.cleaned_data
         return {
             "title": data["title"],
+            "task": data["task"],
+            "per_token_target_ms": data.get("per_token_target_ms"),
+            "output_tokens_per_request": data["output_tokens_per_request"],
+            "perplexity_increase_pct": data["perplexity_increase_pct"],
             "model_ref": data["model_ref"],
             "dataset_ref": data["dataset_ref"],
             "dataset_file": data.get("dataset_upload") if data["dataset_ref"] == UPLOAD else None,
@@ -381,9 +502,21 @@ class HardwareProfileForm(forms.ModelForm):
         }
 
 
+def initial_candidates(task: str) -> list[str]:
+    """Checked at first: the quick int8 candidate and the most aggressive hybrid the CPU can run; for text
+    generation weight-only int8 too (decoding is bound by reading the weights, which it shrinks)."""
+    cpu_plan = registry.default_plan(device="cpu", task=task)
+    hybrids = [p for p in cpu_plan if len(p) > 1]
+    quick = [["quantize.dynamic-int8"]] + ([["quantize.weight-only"]] if task == CAUSAL_LM else [])
+    return [" → ".join(p) for p in cpu_plan if p in quick or (hybrids and p == hybrids[0])]
+
+
 DEFAULTS = {
     "p95_target_ms": Decimal("50"),
+    "per_token_target_ms": None,
     "accuracy_floor_pct": Decimal("97"),
+    "perplexity_increase_pct": Decimal("10"),
+    "output_tokens_per_request": 128,
     "requests_per_day": 2_000_000,
     "peak_factor": Decimal("2"),
     "target_utilisation": Decimal("0.7"),

@@ -5,6 +5,12 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+MAX_OUTPUT_TOKENS = 32_768
+PER_TOKEN_TARGET_REQUIRED = _(
+    "Text generation needs a per-token latency target: the p95 time between two generated tokens that "
+    "readers accept (for example 50 ms)."
+)
+
 CURRENCIES = [
     ("USD", _("US dollar")),
     ("EUR", _("Euro")),
@@ -67,6 +73,7 @@ class PocRequest(models.Model):
 
     class Task(models.TextChoices):
         SEQUENCE_CLASSIFICATION = "sequence-classification", _("Text classification")
+        CAUSAL_LM = "causal-lm", _("Text generation (causal LM)")
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -81,12 +88,36 @@ class PocRequest(models.Model):
     # "demo" or "upload" (then dataset_file holds the CSV/JSONL).
     dataset_ref = models.CharField(max_length=500)
     dataset_file = models.FileField(upload_to="datasets/%Y/%m/", blank=True)
+    # For text generation: the p95 target of the time to first token (TTFT).
     p95_target_ms = models.DecimalField(
         _("p95 latency target (ms)"),
         max_digits=10,
         decimal_places=2,
         validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(600_000)],
     )
+    # Text generation only (required there): the p95 target of the time between two generated tokens.
+    per_token_target_ms = models.DecimalField(
+        _("per-token latency target (ms)"),
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(60_000)],
+    )
+    output_tokens_per_request = models.PositiveIntegerField(
+        _("output tokens per request"),
+        default=128,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_OUTPUT_TOKENS)],
+    )
+    perplexity_increase_pct = models.DecimalField(
+        # xgettext:no-python-format
+        _("max perplexity rise over the baseline (%)"),
+        max_digits=6,
+        decimal_places=2,
+        default=Decimal("10"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1000"))],
+    )
+    # Classification only; a text-generation request keeps the value it was filed with, unused.
     accuracy_floor_pct = models.DecimalField(
         # xgettext:no-python-format
         _("accuracy floor (% of baseline)"),
@@ -174,6 +205,10 @@ class PocRequest(models.Model):
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 
+    @property
+    def is_generative(self) -> bool:
+        return self.task == self.Task.CAUSAL_LM
+
 
 class Candidate(models.Model):
     class Status(models.TextChoices):
@@ -191,7 +226,12 @@ class Candidate(models.Model):
 
     accuracy = models.FloatField(null=True, blank=True)
     macro_f1 = models.FloatField(null=True, blank=True)
-    # [{"batch_size", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps", "iterations"}, ...]
+    # Text generation: perplexity on held-out text, and the share of reference completions matched.
+    perplexity = models.FloatField(null=True, blank=True)
+    exact_match = models.FloatField(null=True, blank=True)
+    # [{"batch_size", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps", "iterations"}, ...]; for text
+    # generation the times are of one whole generation, and each point adds "prompt_tokens", "new_tokens",
+    # "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p95_ms", "itl_p99_ms", "tokens_per_s".
     latency = models.JSONField(default=list, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
     parameters = models.BigIntegerField(null=True, blank=True)
@@ -259,7 +299,9 @@ class PocRequestSummary(models.Model):
     payback_months = models.DecimalField(max_digits=26, decimal_places=6, null=True, blank=True)
     roi = models.DecimalField(max_digits=26, decimal_places=6, null=True, blank=True)
     # When blocked: which target stops every candidate and how close the best one came, as plain JSON
-    # ({"p95": {"target_ms", "best_ms", "candidate"}, "accuracy": {"floor", "best", "candidate"}}).
+    # ({"p95": {"target_ms", "best_ms", "candidate"}, "accuracy": {"floor", "best", "candidate"}}; for text
+    # generation {"latency": {"ttft_target_ms", "itl_target_ms", "ttft_ms", "itl_ms", "candidate"},
+    # "perplexity": {"ceiling", "baseline", "best", "candidate"}}).
     blocking = models.JSONField(default=dict, blank=True)
     computed_at = models.DateTimeField()
 

@@ -16,8 +16,8 @@ from django.utils.translation import gettext_noop, ngettext
 
 from planner import roi
 from planner.models import Candidate, PocRequest, PocRequestSummary, Team
-from planner.roi import ms_text, percent_text
-from planner.templatetags.planner_format import money, quantize_money
+from planner.roi import ms_text, number_text, percent_text, perplexity_text
+from planner.templatetags.planner_format import money, quantize_money, quantize_unit_cost
 
 
 def _member_team_ids(user: Any) -> QuerySet:
@@ -44,6 +44,14 @@ def poc_request_get_for_user(*, user: Any, pk: int) -> PocRequest:
 def economics_for(poc_request: PocRequest) -> roi.Economics:
     hardware = poc_request.hardware
     grid = settings.GRID_KG_CO2_PER_KWH
+    generation = {}
+    if poc_request.is_generative:
+        generation = {
+            "task": roi.CAUSAL_LM,
+            "per_token_target_ms": poc_request.per_token_target_ms,
+            "output_tokens_per_request": poc_request.output_tokens_per_request,
+            "perplexity_increase_pct": poc_request.perplexity_increase_pct,
+        }
     return roi.Economics(
         requests_per_day=Decimal(poc_request.requests_per_day),
         price_per_hour=hardware.price_per_hour,
@@ -56,6 +64,7 @@ def economics_for(poc_request: PocRequest) -> roi.Economics:
         engineering_rate=poc_request.engineering_rate,
         power_watts=Decimal(hardware.power_watts) if hardware.power_watts else None,
         grid_kg_co2_per_kwh=grid if grid is not None and hardware.power_watts else None,
+        **generation,
     )
 
 
@@ -66,10 +75,22 @@ def measurement_for(candidate: Candidate) -> roi.ModelMeasurement:
         is_baseline=candidate.is_baseline,
         accuracy=candidate.accuracy or 0.0,
         latency=[
-            roi.LatencyPoint(p["batch_size"], p["p50_ms"], p["p95_ms"], p["p99_ms"])
+            roi.LatencyPoint(
+                p["batch_size"],
+                p["p50_ms"],
+                p["p95_ms"],
+                p["p99_ms"],
+                # Text generation only: time to first token and inter-token latency.
+                ttft_p50_ms=p.get("ttft_p50_ms"),
+                ttft_p95_ms=p.get("ttft_p95_ms"),
+                itl_p50_ms=p.get("itl_p50_ms"),
+                itl_p95_ms=p.get("itl_p95_ms"),
+            )
             for p in candidate.latency
         ],
         device_hours=candidate.device_hours or 0.0,
+        perplexity=candidate.perplexity,
+        exact_match=candidate.exact_match,
     )
 
 
@@ -91,7 +112,8 @@ NOT_FASTER_BELOW = 1.05  # a speedup under 5% is within run-to-run noise: not fa
 def candidate_comparisons(*, poc_request: PocRequest) -> dict[int, dict[str, Any]]:
     """Per measured candidate: p95 speedup at batch 1 and size ratio against the baseline, and a verdict
     when it is not faster ("smaller but not faster", "neither smaller nor faster") with the reasons the
-    techniques give (unstructured sparsity, weight-only formats, …)."""
+    techniques give (unstructured sparsity, weight-only formats, …). For text generation the speedup is of
+    the whole generation's p95, and the perplexity change (0.05 = 5% higher) comes along."""
     candidates = list(poc_request.candidates.all())
     baseline = next((c for c in candidates if c.is_baseline and c.status == Candidate.Status.MEASURED), None)
     out: dict[int, dict[str, Any]] = {}
@@ -116,7 +138,12 @@ def candidate_comparisons(*, poc_request: PocRequest) -> dict[int, dict[str, Any
         out[c.pk] = {
             "speedup": speedup,
             "size_ratio": size_ratio,
-            "accuracy_kept": c.accuracy / baseline.accuracy if baseline.accuracy else None,
+            "accuracy_kept": c.accuracy / baseline.accuracy
+            if baseline.accuracy and c.accuracy is not None
+            else None,
+            "perplexity_change": c.perplexity / baseline.perplexity - 1
+            if baseline.perplexity and c.perplexity is not None
+            else None,
             "verdict": verdict,
             "reasons": list(c.notes.get("caveats", [])) if verdict else [],
         }
@@ -127,7 +154,9 @@ def candidate_comparisons(*, poc_request: PocRequest) -> dict[int, dict[str, Any
 # What-if economics
 
 # The economics a manager may change on a dashboard. The measured figures (accuracy, latency) and the
-# targets are not among them: changing those would be a different PoC, not a different scenario.
+# quality and p95 targets are not among them: changing those would be a different PoC, not a different
+# scenario. Text generation adds the length of a reply and the per-token target, which describe how the
+# product uses the model (a chat streams tokens to a reader; a batch job only needs the whole reply).
 WHATIF_FIELDS = (
     "requests_per_day",
     "peak_factor",
@@ -137,7 +166,10 @@ WHATIF_FIELDS = (
     "engineering_hours",
     "engineering_rate",
     "grid_kg_co2_per_kwh",
+    "per_token_target_ms",
+    "output_tokens_per_request",
 )
+GENERATION_WHATIF_FIELDS = ("per_token_target_ms", "output_tokens_per_request")
 
 
 def economics_with_overrides(*, poc_request: PocRequest, overrides: Mapping[str, Any]) -> roi.Economics:
@@ -162,6 +194,8 @@ def _gap(value: Decimal) -> str:
 
 def describe_blockers(*, row: roi.ModelEconomics, report: roi.RoiReport) -> tuple[str, ...]:
     """Why ``row`` misses the targets, one sentence per target (empty when it is feasible)."""
+    if report.economics.is_generative:
+        return _describe_generation_blockers(row=row, report=report)
     floor, target = report.accuracy_floor, report.economics.p95_target_ms
     out = []
     if row.accuracy < floor:
@@ -189,6 +223,56 @@ def describe_blockers(*, row: roi.ModelEconomics, report: roi.RoiReport) -> tupl
     return tuple(out)
 
 
+def _describe_generation_blockers(*, row: roi.ModelEconomics, report: roi.RoiReport) -> tuple[str, ...]:
+    e, ceiling, base = report.economics, report.perplexity_ceiling, report.baseline.perplexity
+    ttft_target, itl_target = e.p95_target_ms, e.per_token_target_ms
+    out = []
+    if row.perplexity is None:
+        out.append(_("perplexity was not measured"))
+    elif ceiling is None:
+        out.append(_("the baseline's perplexity was not measured"))
+    elif row.perplexity > ceiling:
+        out.append(
+            _(
+                "perplexity %(perplexity)s is %(rise)s%% above the baseline's %(baseline)s (limit +%(limit)s%%)"
+            )
+            % {
+                "perplexity": perplexity_text(row.perplexity),
+                "rise": _gap((row.perplexity / base - 1) * 100),
+                "baseline": perplexity_text(base),
+                "limit": number_text(e.perplexity_increase_pct),
+            }
+        )
+    if row.ttft_p95_batch1_ms is None:
+        out.append(_("TTFT at batch 1 was not measured"))
+    elif row.ttft_p95_batch1_ms > ttft_target:
+        out.append(
+            _("TTFT p95 at batch 1 is %(ttft)s ms, %(gap)s ms over the %(target)s target")
+            % {
+                "ttft": f"{row.ttft_p95_batch1_ms:.1f}",
+                "gap": _gap(row.ttft_p95_batch1_ms - ttft_target),
+                "target": ms_text(ttft_target),
+            }
+        )
+    if row.itl_p95_batch1_ms is None:
+        out.append(_("inter-token latency at batch 1 was not measured"))
+    elif row.itl_p95_batch1_ms > itl_target:
+        out.append(
+            _("inter-token p95 at batch 1 is %(itl)s ms, %(gap)s ms over the %(target)s per-token target")
+            % {
+                "itl": f"{row.itl_p95_batch1_ms:.1f}",
+                "gap": _gap(row.itl_p95_batch1_ms - itl_target),
+                "target": ms_text(itl_target),
+            }
+        )
+    if row.capacity_rps == 0:
+        out.append(
+            _("no batch size meets the %(ttft)s TTFT and %(per_token)s per-token targets")
+            % {"ttft": ms_text(ttft_target), "per_token": ms_text(itl_target)}
+        )
+    return tuple(out)
+
+
 def blocking_targets(*, report: roi.RoiReport) -> dict[str, dict[str, str | None]]:
     """When no model meets the targets: which target blocks, and how close the best model came.
 
@@ -198,6 +282,8 @@ def blocking_targets(*, report: roi.RoiReport) -> dict[str, dict[str, str | None
     (Decimals as strings), so the portfolio can store it. Empty when some model is feasible."""
     if report.recommendation.key is not None:
         return {}
+    if report.economics.is_generative:
+        return _generation_blocking_targets(report=report)
     floor, target = report.accuracy_floor, report.economics.p95_target_ms
     accurate = [r for r in report.rows if r.accuracy >= floor]
     fast = [r for r in report.rows if r.p95_batch1_ms is not None and r.p95_batch1_ms <= target]
@@ -213,6 +299,56 @@ def blocking_targets(*, report: roi.RoiReport) -> dict[str, dict[str, str | None
     if fast or not accurate:
         best = max(fast or report.rows, key=lambda r: r.accuracy)
         out["accuracy"] = {"floor": str(floor), "best": str(best.accuracy), "candidate": best.name}
+    return out
+
+
+def _generation_blocking_targets(*, report: roi.RoiReport) -> dict[str, dict[str, str | None]]:
+    """blocking_targets for text generation: "latency" (the model that keeps the perplexity limit and comes
+    closest to both latency targets) and "perplexity" (the lowest perplexity within the latency targets)."""
+    e, ceiling = report.economics, report.perplexity_ceiling
+    ttft_target, itl_target = e.p95_target_ms, e.per_token_target_ms
+
+    def timed(r: roi.ModelEconomics) -> bool:
+        return r.ttft_p95_batch1_ms is not None and r.itl_p95_batch1_ms is not None
+
+    good = [
+        r for r in report.rows if r.perplexity is not None and ceiling is not None and r.perplexity <= ceiling
+    ]
+    fast = [
+        r
+        for r in report.rows
+        if timed(r) and r.ttft_p95_batch1_ms <= ttft_target and r.itl_p95_batch1_ms <= itl_target
+    ]
+    out: dict[str, dict[str, str | None]] = {}
+    if good or not fast:
+        candidates = [r for r in good or report.rows if timed(r)]
+        # Closest to meeting both: the smallest worse ratio of a latency to its target.
+        best = (
+            min(
+                candidates,
+                key=lambda r: max(r.ttft_p95_batch1_ms / ttft_target, r.itl_p95_batch1_ms / itl_target),
+            )
+            if candidates
+            else None
+        )
+        out["latency"] = {
+            "ttft_target_ms": str(ttft_target),
+            "itl_target_ms": str(itl_target),
+            "ttft_ms": str(best.ttft_p95_batch1_ms) if best else None,
+            "itl_ms": str(best.itl_p95_batch1_ms) if best else None,
+            "candidate": best.name if best else None,
+        }
+    if fast or not good:
+        measured = [r for r in fast or report.rows if r.perplexity is not None]
+        best = min(measured, key=lambda r: r.perplexity) if measured else None
+        baseline = report.baseline.perplexity
+        out["perplexity"] = {
+            "ceiling": str(ceiling) if ceiling is not None else None,
+            "baseline": str(baseline) if baseline is not None else None,
+            "increase_pct": str(e.perplexity_increase_pct),
+            "best": str(best.perplexity) if best else None,
+            "candidate": best.name if best else None,
+        }
     return out
 
 
@@ -256,6 +392,66 @@ def describe_blocking(blocking: Mapping[str, Mapping[str, str | None]]) -> list[
                 "gap": _gap((floor - best) * 100),
             }
         )
+    lines += _describe_generation_blocking(blocking)
+    return lines
+
+
+def _describe_generation_blocking(blocking: Mapping[str, Mapping[str, str | None]]) -> list[str]:
+    lines = []
+    latency = blocking.get("latency")
+    if latency:
+        targets = {
+            "ttft_target": ms_text(Decimal(latency["ttft_target_ms"])),
+            "itl_target": ms_text(Decimal(latency["itl_target_ms"])),
+        }
+        if latency["ttft_ms"] is None:
+            lines.append(
+                _(
+                    "Latency targets %(ttft_target)s TTFT and %(itl_target)s per token: no candidate's "
+                    "TTFT and inter-token latency at batch 1 were measured."
+                )
+                % targets
+            )
+        else:
+            lines.append(
+                _(
+                    "Latency targets %(ttft_target)s TTFT and %(itl_target)s per token: the model that keeps "
+                    "the perplexity limit and comes closest (%(name)s) takes %(ttft)s ms to the first token "
+                    "and %(itl)s ms per token at batch 1 (p95)."
+                )
+                % {
+                    **targets,
+                    "name": latency["candidate"],
+                    "ttft": f"{Decimal(latency['ttft_ms']):.1f}",
+                    "itl": f"{Decimal(latency['itl_ms']):.1f}",
+                }
+            )
+    perplexity = blocking.get("perplexity")
+    if perplexity:
+        if perplexity["ceiling"] is None:
+            lines.append(_("Perplexity limit: the baseline's perplexity was not measured."))
+        elif perplexity["best"] is None:
+            lines.append(
+                _("Perplexity limit %(ceiling)s: no candidate's perplexity was measured.")
+                % {"ceiling": perplexity_text(Decimal(perplexity["ceiling"]))}
+            )
+        else:
+            best, baseline = Decimal(perplexity["best"]), Decimal(perplexity["baseline"])
+            lines.append(
+                _(
+                    "Perplexity limit %(ceiling)s (+%(limit)s%% over the baseline's %(baseline)s): the best "
+                    "model within the latency targets (%(name)s) reaches %(best)s, %(rise)s%% above the "
+                    "baseline."
+                )
+                % {
+                    "ceiling": perplexity_text(Decimal(perplexity["ceiling"])),
+                    "limit": number_text(Decimal(perplexity["increase_pct"])),
+                    "baseline": perplexity_text(baseline),
+                    "name": perplexity["candidate"],
+                    "best": perplexity_text(best),
+                    "rise": _gap((best / baseline - 1) * 100),
+                }
+            )
     return lines
 
 
@@ -267,7 +463,7 @@ def recommendation_text(*, report: roi.RoiReport, currency: str) -> str:
     best, base = report.row(rec.key), report.baseline
     figures = {
         "name": best.name,
-        "floor": percent_text(report.accuracy_floor),
+        "floor": percent_text(report.accuracy_floor) if report.accuracy_floor is not None else "",
         "target": ms_text(e.p95_target_ms),
         "months": e.horizon_months,
         "total": money(best.total_cost_over_horizon, currency),
@@ -284,7 +480,9 @@ def recommendation_text(*, report: roi.RoiReport, currency: str) -> str:
             )
             % figures
         )
-    if base.total_cost_over_horizon is None:
+    if e.is_generative:
+        text = _generation_switch_text(report=report, figures=figures)
+    elif base.total_cost_over_horizon is None:
         text = (
             _(
                 "Switch to %(name)s: it meets the %(floor)s accuracy floor and the %(target)s p95 target at the "
@@ -308,6 +506,34 @@ def recommendation_text(*, report: roi.RoiReport, currency: str) -> str:
     return text
 
 
+def _generation_switch_text(*, report: roi.RoiReport, figures: dict[str, Any]) -> str:
+    e = report.economics
+    figures = {
+        **figures,
+        "limit": number_text(e.perplexity_increase_pct),
+        "ceiling": perplexity_text(report.perplexity_ceiling),
+        "per_token": ms_text(e.per_token_target_ms),
+    }
+    if report.baseline.total_cost_over_horizon is None:
+        return (
+            _(
+                "Switch to %(name)s: it keeps perplexity within +%(limit)s%% of the baseline's (%(ceiling)s at "
+                "most) and meets the %(target)s TTFT and %(per_token)s per-token targets at the lowest "
+                "%(months)s-month total cost (%(total)s); the current model cannot serve within the "
+                "%(target)s TTFT and %(per_token)s per-token targets."
+            )
+            % figures
+        )
+    return (
+        _(
+            "Switch to %(name)s: it keeps perplexity within +%(limit)s%% of the baseline's (%(ceiling)s at most) "
+            "and meets the %(target)s TTFT and %(per_token)s per-token targets at the lowest %(months)s-month "
+            "total cost (%(total)s vs %(baseline_total)s for the current model)."
+        )
+        % figures
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The per-request dashboard
 
@@ -329,9 +555,14 @@ class Headline:
     name: str | None
     baseline: roi.ModelEconomics
     chosen: roi.ModelEconomics | None  # the recommended model (the baseline when keeping it)
-    accuracy_floor: Decimal
-    p95_target_ms: Decimal
+    accuracy_floor: Decimal | None  # None for text generation
+    p95_target_ms: Decimal  # text generation: the TTFT target
     horizon_months: int
+    # Text generation only.
+    is_generative: bool = False
+    per_token_target_ms: Decimal | None = None
+    perplexity_ceiling: Decimal | None = None
+    perplexity_increase_pct: Decimal | None = None
 
     @property
     def accuracy_kept(self) -> Decimal | None:
@@ -359,14 +590,45 @@ class RequestDashboard:
     def currency(self) -> str:
         return self.poc_request.currency
 
+    @property
+    def is_generative(self) -> bool:
+        return self.economics.is_generative
 
-def capacity_batch_size(latency: list[dict[str, Any]], p95_target_ms: Decimal) -> int | None:
-    """The batch size behind roi.capacity_rps: the best batch ÷ p50 among those whose p95 meets the target."""
+
+def capacity_batch_size(latency: list[dict[str, Any]], economics: roi.Economics) -> int | None:
+    """The batch size behind the capacity: for classification the best batch ÷ p50 among those whose p95
+    meets the target (roi.capacity_rps); for text generation roi.generation_capacity_rps's best batch."""
+    if economics.is_generative:
+        return _generation_capacity_batch_size(latency, economics)
+    p95_target_ms = economics.p95_target_ms
     best, best_rps = None, Decimal(0)
     for point in latency:
         if Decimal(str(point["p95_ms"])) > p95_target_ms or point["p50_ms"] <= 0:
             continue
         rps = Decimal(point["batch_size"]) * 1000 / Decimal(str(point["p50_ms"]))
+        if rps > best_rps:
+            best, best_rps = point["batch_size"], rps
+    return best
+
+
+def _generation_capacity_batch_size(latency: list[dict[str, Any]], e: roi.Economics) -> int | None:
+    best, best_rps = None, Decimal(0)
+    for point in latency:
+        single = [
+            roi.LatencyPoint(
+                point["batch_size"],
+                point["p50_ms"],
+                point["p95_ms"],
+                point["p99_ms"],
+                ttft_p50_ms=point.get("ttft_p50_ms"),
+                ttft_p95_ms=point.get("ttft_p95_ms"),
+                itl_p50_ms=point.get("itl_p50_ms"),
+                itl_p95_ms=point.get("itl_p95_ms"),
+            )
+        ]
+        rps = roi.generation_capacity_rps(
+            single, e.p95_target_ms, e.per_token_target_ms, e.output_tokens_per_request
+        )
         if rps > best_rps:
             best, best_rps = point["batch_size"], rps
     return best
@@ -405,7 +667,7 @@ def poc_request_dashboard(
                 figures=figures,
                 comparison=comparisons.get(c.pk),
                 batch1=c.latency_at(1),
-                capacity_batch=capacity_batch_size(c.latency, economics.p95_target_ms) if figures else None,
+                capacity_batch=capacity_batch_size(c.latency, economics) if figures else None,
                 blockers=describe_blockers(row=figures, report=report) if figures else (),
                 recommended=figures is not None and figures.key == rec_key,
             )
@@ -441,14 +703,19 @@ def _outcome(report: roi.RoiReport) -> str:
 
 def _headline(report: roi.RoiReport) -> Headline:
     rec = report.recommendation
+    e = report.economics
     return Headline(
         outcome=_outcome(report),
         name=rec.name,
         baseline=report.baseline,
         chosen=report.row(rec.key) if rec.key else None,
         accuracy_floor=report.accuracy_floor,
-        p95_target_ms=report.economics.p95_target_ms,
-        horizon_months=report.economics.horizon_months,
+        p95_target_ms=e.p95_target_ms,
+        horizon_months=e.horizon_months,
+        is_generative=e.is_generative,
+        per_token_target_ms=e.per_token_target_ms,
+        perplexity_ceiling=report.perplexity_ceiling,
+        perplexity_increase_pct=e.perplexity_increase_pct if e.is_generative else None,
     )
 
 
@@ -460,7 +727,11 @@ def _cashflow_row(report: roi.RoiReport) -> roi.ModelEconomics | None:
         row = report.row(rec.key)
     else:
         feasible = [r for r in report.rows if r.feasible and not r.is_baseline]
-        row = min(feasible, key=lambda r: (r.total_cost_over_horizon, -r.accuracy)) if feasible else None
+        row = (
+            min(feasible, key=lambda r: (r.total_cost_over_horizon, roi.quality_rank(r, report.economics)))
+            if feasible
+            else None
+        )
     return row if row is not None and row.monthly_savings is not None else None
 
 
@@ -470,10 +741,8 @@ def _chart_data(
     """What dashboard.js plots. Money goes as strings of the displayed (rounded) amount; latency and
     accuracy as floats, which only position points."""
     rec_key = report.recommendation.key
-
-    def amount(value: Decimal | None) -> str | None:
-        return None if value is None else str(quantize_money(value, currency))
-
+    if report.economics.is_generative:
+        return _generation_chart_data(report, cashflow_row, currency)
     timed = [r for r in report.rows if r.p95_batch1_ms is not None]
     front = pareto_front([(float(r.p95_batch1_ms), float(r.accuracy)) for r in timed])
     pareto = [
@@ -488,38 +757,93 @@ def _chart_data(
         }
         for i, r in enumerate(timed)
     ]
-    cost = [
-        {
-            "label": r.name,
-            "monthly_cost": amount(r.monthly_cost),
-            "cost_per_million": amount(r.cost_per_million),
-            "feasible": r.feasible,
-            "recommended": r.key == rec_key,
-            "baseline": r.is_baseline,
-        }
-        for r in report.rows
-    ]
-    cashflow = None
-    if cashflow_row is not None:
-        months = report.economics.horizon_months
-        cashflow = {
-            "label": cashflow_row.name,
-            "recommended": cashflow_row.key == rec_key,
-            "cumulative": [
-                amount(month * cashflow_row.monthly_savings - cashflow_row.one_time_cost)
-                for month in range(months + 1)
-            ],
-            "payback_months": float(cashflow_row.payback_months)
-            if cashflow_row.payback_months is not None
-            else None,
-        }
     return {
+        "task": report.economics.task,
         "currency": currency,
         "p95_target_ms": float(report.economics.p95_target_ms),
         "accuracy_floor_pct": float(report.accuracy_floor * 100),
         "pareto": pareto,
-        "cost": cost,
-        "cashflow": cashflow,
+        "cost": _cost_chart_data(report, currency),
+        "cashflow": _cashflow_chart_data(report, cashflow_row, currency),
+    }
+
+
+def _generation_chart_data(
+    report: roi.RoiReport, cashflow_row: roi.ModelEconomics | None, currency: str
+) -> dict[str, Any]:
+    """The same three charts for text generation: quality is perplexity (lower is better) and latency the
+    TTFT p95 at batch 1, under the key "p95_ms" so that the chart code stays one."""
+    rec_key = report.recommendation.key
+    plotted = [r for r in report.rows if r.ttft_p95_batch1_ms is not None and r.perplexity is not None]
+    # pareto_front wants higher-is-better quality: negate perplexity.
+    front = pareto_front([(float(r.ttft_p95_batch1_ms), -float(r.perplexity)) for r in plotted])
+    ceiling = report.perplexity_ceiling
+    return {
+        "task": report.economics.task,
+        "currency": currency,
+        "p95_target_ms": float(report.economics.p95_target_ms),
+        "per_token_target_ms": float(report.economics.per_token_target_ms),
+        "perplexity_ceiling": float(ceiling) if ceiling is not None else None,
+        "pareto": [
+            {
+                "label": r.name,
+                "p95_ms": float(r.ttft_p95_batch1_ms),
+                "itl_p95_ms": float(r.itl_p95_batch1_ms) if r.itl_p95_batch1_ms is not None else None,
+                "perplexity": float(r.perplexity),
+                "feasible": r.feasible,
+                "recommended": r.key == rec_key,
+                "baseline": r.is_baseline,
+                "frontier": i in front,
+            }
+            for i, r in enumerate(plotted)
+        ],
+        "cost": _cost_chart_data(report, currency),
+        "cashflow": _cashflow_chart_data(report, cashflow_row, currency),
+    }
+
+
+def _amount(value: Decimal | None, currency: str) -> str | None:
+    return None if value is None else str(quantize_money(value, currency))
+
+
+def _cost_chart_data(report: roi.RoiReport, currency: str) -> list[dict[str, Any]]:
+    rec_key = report.recommendation.key
+    generative = report.economics.is_generative
+    bars = []
+    for r in report.rows:
+        bar = {
+            "label": r.name,
+            "monthly_cost": _amount(r.monthly_cost, currency),
+            "cost_per_million": _amount(r.cost_per_million, currency),
+            "feasible": r.feasible,
+            "recommended": r.key == rec_key,
+            "baseline": r.is_baseline,
+        }
+        if generative:
+            value = r.cost_per_million_tokens
+            bar["cost_per_million_tokens"] = (
+                None if value is None else str(quantize_unit_cost(value, currency))
+            )
+        bars.append(bar)
+    return bars
+
+
+def _cashflow_chart_data(
+    report: roi.RoiReport, cashflow_row: roi.ModelEconomics | None, currency: str
+) -> dict[str, Any] | None:
+    if cashflow_row is None:
+        return None
+    months = report.economics.horizon_months
+    return {
+        "label": cashflow_row.name,
+        "recommended": cashflow_row.key == report.recommendation.key,
+        "cumulative": [
+            _amount(month * cashflow_row.monthly_savings - cashflow_row.one_time_cost, currency)
+            for month in range(months + 1)
+        ],
+        "payback_months": float(cashflow_row.payback_months)
+        if cashflow_row.payback_months is not None
+        else None,
     }
 
 

@@ -23,7 +23,14 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary, Team
+from planner.models import (
+    PER_TOKEN_TARGET_REQUIRED,
+    Candidate,
+    HardwareProfile,
+    PocRequest,
+    PocRequestSummary,
+    Team,
+)
 from plugins import registry
 from workers.runner import PocStopped
 
@@ -40,7 +47,7 @@ def poc_request_create(
     dataset_ref: str,
     dataset_file: UploadedFile | None = None,
     p95_target_ms: Decimal,
-    accuracy_floor_pct: Decimal,
+    accuracy_floor_pct: Decimal = Decimal("97"),
     requests_per_day: int,
     hardware: HardwareProfile,
     team: Team | None = None,
@@ -52,8 +59,16 @@ def poc_request_create(
     engineering_rate: Decimal = Decimal("100"),
     currency: str | None = None,
     task: str = PocRequest.Task.SEQUENCE_CLASSIFICATION,
+    per_token_target_ms: Decimal | None = None,
+    output_tokens_per_request: int = 128,
+    perplexity_increase_pct: Decimal = Decimal("10"),
 ) -> PocRequest:
-    """File a PoC request with the baseline plus one candidate per pipeline, and queue it on commit."""
+    """File a PoC request with the baseline plus one candidate per pipeline, and queue it on commit.
+
+    For text generation (``task="causal-lm"``) ``p95_target_ms`` is the time-to-first-token target and
+    ``per_token_target_ms`` is required; ``accuracy_floor_pct`` is kept but not used."""
+    if task == PocRequest.Task.CAUSAL_LM and per_token_target_ms is None:
+        raise ValidationError({"per_token_target_ms": PER_TOKEN_TARGET_REQUIRED})
     cleaned = [registry.validate_pipeline(p, device=hardware.device_kind, task=task) for p in pipelines]
     with transaction.atomic():
         poc_request = PocRequest(
@@ -73,6 +88,9 @@ def poc_request_create(
             engineering_hours=engineering_hours,
             engineering_rate=engineering_rate,
             currency=currency or hardware.currency,
+            per_token_target_ms=per_token_target_ms,
+            output_tokens_per_request=output_tokens_per_request,
+            perplexity_increase_pct=perplexity_increase_pct,
         )
         if dataset_file is not None:
             # The name only, so validation can run before any byte is written to storage.
@@ -169,7 +187,7 @@ def poc_request_enqueue(*, poc_request: PocRequest) -> None:
 
 def model_dir_for(poc_request: PocRequest) -> Path:
     if poc_request.model_ref == "demo":
-        return settings.DEMO_MODEL_DIR
+        return settings.DEMO_LLM_DIR if poc_request.is_generative else settings.DEMO_MODEL_DIR
     return settings.MODELS_ROOT / poc_request.model_ref
 
 
@@ -477,8 +495,11 @@ def candidate_record_result(*, candidate: Candidate, result: Any) -> Candidate:
     figures = result.figures
     candidate.status = Candidate.Status.MEASURED
     candidate.error = ""
-    candidate.accuracy = figures["accuracy"]
-    candidate.macro_f1 = figures["macro_f1"]
+    # Classification reports accuracy and macro-F1; text generation perplexity and exact match.
+    candidate.accuracy = figures.get("accuracy")
+    candidate.macro_f1 = figures.get("macro_f1")
+    candidate.perplexity = figures.get("perplexity")
+    candidate.exact_match = figures.get("exact_match")
     candidate.latency = figures["latency"]
     candidate.size_bytes = figures["size_bytes"]
     candidate.parameters = figures["parameters"]

@@ -100,6 +100,8 @@ def request_create(request: HttpRequest) -> HttpResponse:
                 return redirect("planner:request-detail", pk=poc_request.pk)
     else:
         initial = {**DEFAULTS, "hardware": HardwareProfile.objects.filter(device_kind="cpu").first()}
+        if request.GET.get("task") in PocRequest.Task.values:  # a link straight to one task's form
+            initial["task"] = request.GET["task"]
         form = PocRequestForm(initial=initial, teams=teams)
     return render(request, "planner/request_form.html", {"form": localise_form(form)})
 
@@ -231,7 +233,7 @@ def request_report(request: HttpRequest, pk: int) -> HttpResponse:
 def request_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     dashboard, _whatif = _dashboard(request, pk)
     suffix = "-what-if" if dashboard.is_whatif else ""
-    lines = exports.csv_lines(exports.CANDIDATE_COLUMNS, exports.candidate_rows(dashboard))
+    lines = exports.csv_lines(exports.candidate_columns(dashboard), exports.candidate_rows(dashboard))
     return _csv_response(lines, f"request-{pk}-candidates{suffix}")
 
 
@@ -250,8 +252,11 @@ def candidate_measurement(request: HttpRequest, pk: int, candidate_pk: int) -> H
                 "pipeline": candidate.pipeline,
                 "status": candidate.status,
                 "error": candidate.error,
+                "task": candidate.request.task,
                 "accuracy": candidate.accuracy,
                 "macro_f1": candidate.macro_f1,
+                "perplexity": candidate.perplexity,
+                "exact_match": candidate.exact_match,
                 "latency": candidate.latency,
                 "size_bytes": candidate.size_bytes,
                 "parameters": candidate.parameters,
@@ -277,6 +282,7 @@ def request_progress(request: HttpRequest, pk: int) -> JsonResponse:
     poc_request = _get_request(request, pk)
     return JsonResponse(
         {
+            "task": poc_request.task,
             "status": poc_request.status,
             "progress": poc_request.progress,
             "message": poc_request.progress_message,

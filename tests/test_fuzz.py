@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from plugins import registry
 from tests import test_safe_inputs
 from tests.test_safe_inputs import media_files, valid_post
-from tests.tiny import tiny_csv
+from tests.tiny import tiny_csv, tiny_lm_texts
 from workers.datasets import DataError, parse_task_data, split_examples
 
 filer = test_safe_inputs.filer  # the fixtures: a client logged in as a user who may file requests
@@ -163,6 +163,9 @@ NUMBER_FIELDS = [
     "horizon_months",
     "engineering_hours",
     "engineering_rate",
+    "per_token_target_ms",
+    "output_tokens_per_request",
+    "perplexity_increase_pct",
 ]
 
 
@@ -195,7 +198,8 @@ def _mutations() -> dict[str, st.SearchStrategy[dict]]:
     one = {
         **{field: bad_numbers for field in NUMBER_FIELDS},
         "title": st.one_of(text, st.just("x" * 300), st.just("a\x00b"), st.just("Tickets, int8")),
-        "model_ref": st.sampled_from(["demo", "../tiny-bert", "/etc", "tiny-bert/", "", "x"]),
+        "model_ref": st.sampled_from(["demo", "../tiny-bert", "/etc", "tiny-bert/", "", "x", "tiny-llama"]),
+        "task": st.sampled_from(["causal-lm", "sequence-classification", "", "CAUSAL-LM", "x"]),
         "dataset_ref": st.sampled_from(["demo", "upload", "", "other"]),
         "hardware": st.one_of(bad_numbers, st.sampled_from(["1", "2", "3", "9999"])),
         "currency": st.sampled_from(["USD", "EUR", "JPY", "usd", "", "XXX"]),
@@ -220,6 +224,12 @@ VALID_NUMBERS = {
     "engineering_hours": ["0", "0.5", "100000"],
     "engineering_rate": ["0", "99.99", "1000000"],
 }
+# A text-generation request: its own model, data and targets.
+VALID_GENERATION = {
+    "per_token_target_ms": ["0.1", "40", "60000"],
+    "output_tokens_per_request": ["", "1", "128", "32768"],
+    "perplexity_increase_pct": ["", "0", "10", "1000"],
+}
 
 
 @st.composite
@@ -230,12 +240,26 @@ def valid_changes(draw) -> dict:
     }
     if draw(st.booleans()):
         overrides["title"] = draw(text.filter(lambda t: t.strip() and "\x00" not in t))
-    if draw(st.booleans()):
-        plan = registry.default_plan(device="cpu", task="sequence-classification")
+    generative = draw(st.integers(0, 3)) == 0
+    task = "causal-lm" if generative else "sequence-classification"
+    if generative:
+        overrides |= {
+            "task": task,
+            "model_ref": "tiny-llama",
+            "accuracy_floor_pct": draw(st.sampled_from(["", "97"])),
+        }
+        overrides |= {field: draw(st.sampled_from(values)) for field, values in VALID_GENERATION.items()}
+        texts = "\n".join(tiny_lm_texts(draw(st.integers(10, 40)), seed=draw(st.integers(0, 99))))
+        name = draw(st.sampled_from(["replies.txt", "replies.csv"]))
+        overrides["dataset_upload"] = _upload(
+            name, (texts if name.endswith(".txt") else "text\n" + texts).encode()
+        )
+    if draw(st.booleans()) or generative:
+        plan = registry.default_plan(device="cpu", task=task)
         overrides["candidates"] = draw(
             st.lists(st.sampled_from([" → ".join(p) for p in plan]), unique=True, max_size=3)
         )
-    if draw(st.booleans()):
+    if draw(st.booleans()) and not generative:
         raw = tiny_csv(per_label=draw(st.integers(4, 12)), seed=draw(st.integers(0, 99)))
         if draw(st.booleans()):
             rows = list(csv.reader(io.StringIO(raw.decode())))[1:]
@@ -276,7 +300,7 @@ def no_broker(monkeypatch):
 )
 @given(overrides=payloads())
 def test_random_posts_to_the_request_form_never_cause_a_server_error(
-    filer, cpu_hardware, tiny_model_dir, no_broker, overrides
+    filer, cpu_hardware, tiny_model_dir, tiny_llama_dir, no_broker, overrides
 ):
     from planner.models import PocRequest
 

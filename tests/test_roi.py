@@ -13,8 +13,10 @@ from planner.roi import (
     capacity_rps,
     cost_per_million,
     evaluate,
+    generation_capacity_rps,
     peak_rps,
     replicas_needed,
+    request_ms,
 )
 
 D = Decimal
@@ -368,3 +370,315 @@ def test_property_replicas_cover_peak_and_recommendation_is_feasible(
         assert chosen.feasible
         assert chosen.total_cost_over_horizon == min(r.total_cost_over_horizon for r in feasible)
         assert rec.keeps_baseline == chosen.is_baseline
+
+
+# --- text generation (causal LM) ---------------------------------------------------------------
+
+
+def gen_point(batch, ttft_p50, ttft_p95, itl_p50, itl_p95, new_tokens=32):
+    """A generation latency point; its end-to-end p50 is what generating ``new_tokens`` took."""
+    e2e = ttft_p50 + (new_tokens - 1) * itl_p50
+    return LatencyPoint(
+        batch_size=batch,
+        p50_ms=e2e,
+        p95_ms=e2e * 1.2,
+        p99_ms=e2e * 1.3,
+        ttft_p50_ms=ttft_p50,
+        ttft_p95_ms=ttft_p95,
+        itl_p50_ms=itl_p50,
+        itl_p95_ms=itl_p95,
+    )
+
+
+# With M = 100 output tokens a request takes t(b) = TTFT p50 + 99 × ITL p50.
+# Baseline: batch 1 -> 10 + 99 × 10 = 1,000 ms -> 1 rps; batch 4 -> 20 + 99 × 20 = 2,000 ms -> 4 / 2 s = 2 rps;
+# batch 8 would give more but its TTFT p95 (300 ms) is over the 200 ms target.
+LM_BASELINE = ModelMeasurement(
+    key="1",
+    name="baseline",
+    is_baseline=True,
+    accuracy=0.0,
+    latency=[
+        gen_point(1, 10.0, 15.0, 10.0, 12.0),
+        gen_point(4, 20.0, 30.0, 20.0, 25.0),
+        gen_point(8, 50.0, 300.0, 25.0, 30.0),
+    ],
+    perplexity=12.0,
+)
+# int8: perplexity 12.6 (5% above 12.0; the limit is +10% = 13.2). Batch 1 -> 5 + 99 × 5 = 500 ms -> 2 rps;
+# batch 8 -> 10 + 99 × 10 = 1,000 ms -> 8 rps (TTFT p95 120 ≤ 200, ITL p95 15 ≤ 50).
+LM_INT8 = ModelMeasurement(
+    key="2",
+    name="quantize.weight-only",
+    is_baseline=False,
+    accuracy=0.0,
+    latency=[gen_point(1, 5.0, 8.0, 5.0, 7.0), gen_point(8, 10.0, 120.0, 10.0, 15.0)],
+    device_hours=10.0,
+    perplexity=12.6,
+    exact_match=0.25,
+)
+# Too slow at every batch size and 20% worse: misses all three targets.
+LM_PRUNED = ModelMeasurement(
+    key="3",
+    name="prune.layers → quantize.weight-only",
+    is_baseline=False,
+    accuracy=0.0,
+    latency=[gen_point(1, 200.0, 250.0, 40.0, 60.0), gen_point(4, 300.0, 400.0, 50.0, 70.0)],
+    device_hours=1.0,
+    perplexity=14.4,
+)
+
+
+def lm_economics(**overrides):
+    values = dict(
+        task="causal-lm",
+        requests_per_day=D(864_000),  # 864,000 / 86,400 = 10 rps average
+        peak_factor=D(2),  # peak = 20 rps
+        target_utilisation=D("0.5"),
+        price_per_hour=D("3.6"),
+        p95_target_ms=D(200),  # TTFT p95
+        per_token_target_ms=D(50),  # ITL p95
+        output_tokens_per_request=100,
+        perplexity_increase_pct=D(10),
+        engineering_hours=D(40),
+        engineering_rate=D(100),  # 40 × 100 = 4,000
+        power_watts=D(300),
+        grid_kg_co2_per_kwh=D("0.4"),
+    )
+    values.update(overrides)
+    return Economics(**values)
+
+
+def test_generation_request_time_and_capacity():
+    base_b1 = LM_BASELINE.latency[0]
+    assert request_ms(base_b1, 100) == D(1000)  # 10 + 99 × 10
+    assert request_ms(base_b1, 1) == D(10)  # the first token only
+    # Batch 8 is out (TTFT p95 300 > 200), so batch 4's 2 rps beats batch 1's 1 rps.
+    assert generation_capacity_rps(LM_BASELINE.latency, D(200), D(50), 100) == D(2)
+    # With a 400 ms TTFT target batch 8 counts: 8 × 1000 / (50 + 99 × 25) = 8,000 / 2,525.
+    assert generation_capacity_rps(LM_BASELINE.latency, D(400), D(50), 100) == D(8000) / D(2525)
+    # A 21 ms per-token target leaves batch 1 only (ITL p95 12; batch 4's 25 is over): 1 rps.
+    assert generation_capacity_rps(LM_BASELINE.latency, D(200), D(21), 100) == D(1)
+    # One output token: batch 4 -> 4 × 1000 / 20 = 200 rps.
+    assert generation_capacity_rps(LM_BASELINE.latency, D(200), D(50), 1) == D(200)
+    assert generation_capacity_rps(LM_PRUNED.latency, D(200), D(50), 100) == 0
+
+
+def test_generation_report_figures():
+    report = evaluate([LM_BASELINE, LM_INT8, LM_PRUNED], lm_economics())
+    assert report.peak_rps == D(20)
+    assert report.accuracy_floor is None
+    assert report.perplexity_ceiling == D("13.2")  # 12 × 1.10
+
+    base = report.baseline
+    assert base.capacity_rps == D(2)
+    assert base.replicas == 20  # 20 / (2 × 0.5)
+    assert base.monthly_cost == D(52560)  # 20 × 3.6 × 730
+    assert base.cost_per_million == D(1000)  # 3.6 / (2 × 0.5 × 3,600) × 1e6
+    assert base.cost_per_million_tokens == D(10)  # 1,000 / 100 tokens
+    assert base.tokens_per_s_capacity == D(200)  # 2 rps × 100 tokens
+    assert base.ttft_p95_batch1_ms == D(15) and base.itl_p95_batch1_ms == D(12)
+    assert base.perplexity == D(12) and base.perplexity_change == 0
+    assert base.one_time_cost == 0 and base.feasible and base.blockers == ()
+    assert base.total_cost_over_horizon == D(630720)  # 12 × 52,560
+    assert base.energy_kwh_month == D(4380)  # 20 × 300 × 730 / 1000
+
+    int8 = report.row("2")
+    assert int8.capacity_rps == D(8)  # batch 8: 8 × 1000 / 1,000 ms
+    assert int8.replicas == 5  # 20 / (8 × 0.5)
+    assert int8.monthly_cost == D(13140)  # 5 × 3.6 × 730
+    assert int8.cost_per_million == D(250)  # 3.6 / (8 × 0.5 × 3,600) × 1e6
+    assert int8.cost_per_million_tokens == D("2.5")  # 250 / 100
+    assert int8.tokens_per_s_capacity == D(800)
+    assert int8.monthly_savings == D(39420)  # 52,560 − 13,140
+    assert int8.one_time_cost == D(4036)  # 4,000 + 10 device-hours × 3.6
+    assert int8.payback_months == D(4036) / D(39420)
+    assert int8.roi == (D(39420) * 12 - D(4036)) / D(4036)
+    assert int8.total_cost_over_horizon == D(161716)  # 4,036 + 12 × 13,140
+    assert int8.perplexity_change == D("0.05")  # 12.6 / 12 − 1
+    assert int8.exact_match == D("0.25")
+    assert int8.feasible  # 12.6 ≤ 13.2, TTFT p95 8 ≤ 200, ITL p95 7 ≤ 50
+
+    pruned = report.row("3")
+    assert pruned.capacity_rps == 0 and pruned.replicas is None and pruned.cost_per_million_tokens is None
+    assert pruned.one_time_cost == D("4003.6")  # 4,000 + 1 × 3.6
+    assert pruned.blockers == (
+        "perplexity 14.40 is 20.0% above the baseline's 12.00 (limit +10%)",  # 14.4 / 12 − 1
+        "TTFT p95 at batch 1 is 250.0 ms, 50.0 ms over the 200 ms target",
+        "inter-token p95 at batch 1 is 60.0 ms, 10.0 ms over the 50 ms per-token target",
+        "no batch size meets the 200 ms TTFT and 50 ms per-token targets",
+    )
+
+    rec = report.recommendation
+    assert (rec.key, rec.keeps_baseline) == ("2", False)
+    assert rec.reason == (
+        "Switch to quantize.weight-only: it keeps perplexity within +10% of the baseline's (13.20 at most) "
+        "and meets the 200 ms TTFT and 50 ms per-token targets at the lowest 12-month total cost "
+        "(161,716.00 vs 630,720.00 for the current model). It pays back in 0.1 months."
+    )
+
+
+def test_generation_output_length_changes_capacity_and_cost_per_token():
+    short = evaluate([LM_BASELINE, LM_INT8], lm_economics(output_tokens_per_request=1)).row("2")
+    # One token: batch 1 -> 1000 / 5 = 200 rps; batch 8 -> 8 × 1000 / 10 = 800 rps.
+    assert short.capacity_rps == D(800)
+    assert short.cost_per_million == short.cost_per_million_tokens == D("2.5")  # 3.6 / 1,440,000 × 1e6
+    assert short.tokens_per_s_capacity == D(800)
+
+
+def test_generation_per_token_and_ttft_blockers_alone():
+    slow_tokens = ModelMeasurement(
+        "4", "slow decode", False, 0.0, [gen_point(1, 5.0, 8.0, 40.0, 55.0)], perplexity=12.0
+    )
+    row = evaluate([LM_BASELINE, slow_tokens], lm_economics()).row("4")
+    assert row.blockers == (
+        "inter-token p95 at batch 1 is 55.0 ms, 5.0 ms over the 50 ms per-token target",
+        "no batch size meets the 200 ms TTFT and 50 ms per-token targets",
+    )
+    slow_start = ModelMeasurement(
+        "5", "slow start", False, 0.0, [gen_point(1, 150.0, 201.0, 5.0, 7.0)], perplexity=12.0
+    )
+    row = evaluate([LM_BASELINE, slow_start], lm_economics()).row("5")
+    assert row.blockers[0] == "TTFT p95 at batch 1 is 201.0 ms, 1.0 ms over the 200 ms target"
+
+
+def test_generation_perplexity_limit_exactly_met_is_feasible_and_zero_allows_no_rise():
+    at_limit = ModelMeasurement("4", "at limit", False, 0.0, LM_INT8.latency, perplexity=13.2)
+    assert evaluate([LM_BASELINE, at_limit], lm_economics()).row("4").feasible
+    row = evaluate([LM_BASELINE, LM_INT8], lm_economics(perplexity_increase_pct=D(0))).row("2")
+    assert row.blockers == ("perplexity 12.60 is 5.0% above the baseline's 12.00 (limit +0%)",)
+
+
+def test_generation_timings_missing_are_blockers():
+    # A point from a classification-style sweep (no TTFT/ITL) is not counted for generation.
+    untimed = ModelMeasurement("4", "untimed", False, 0.0, [point(1, 5.0, 8.0)], perplexity=12.0)
+    row = evaluate([LM_BASELINE, untimed], lm_economics()).row("4")
+    assert row.capacity_rps == 0
+    assert row.blockers == (
+        "TTFT at batch 1 was not measured",
+        "inter-token latency at batch 1 was not measured",
+        "no batch size meets the 200 ms TTFT and 50 ms per-token targets",
+    )
+    no_perplexity = ModelMeasurement("5", "no ppl", False, 0.0, LM_INT8.latency)
+    assert evaluate([LM_BASELINE, no_perplexity], lm_economics()).row("5").blockers == (
+        "perplexity was not measured",
+    )
+    base_unmeasured = ModelMeasurement("1", "baseline", True, 0.0, LM_BASELINE.latency)
+    report = evaluate([base_unmeasured, LM_INT8], lm_economics())
+    assert report.perplexity_ceiling is None
+    assert report.row("2").blockers == ("the baseline's perplexity was not measured",)
+
+
+def test_generation_tie_on_total_cost_goes_to_lower_perplexity():
+    worse = ModelMeasurement("4", "worse", False, 0.0, LM_INT8.latency, device_hours=10.0, perplexity=12.5)
+    better = ModelMeasurement("5", "better", False, 0.0, LM_INT8.latency, device_hours=10.0, perplexity=12.3)
+    report = evaluate([LM_BASELINE, worse, better], lm_economics())
+    assert report.row("4").total_cost_over_horizon == report.row("5").total_cost_over_horizon
+    assert report.recommendation.key == "5"
+
+
+def test_generation_nothing_feasible_and_baseline_cannot_serve():
+    report = evaluate([LM_BASELINE, LM_PRUNED], lm_economics(p95_target_ms=D(10)))
+    rec = report.recommendation
+    assert rec.key is None
+    assert "baseline: TTFT p95 at batch 1 is 15.0 ms, 5.0 ms over the 10 ms target; " in rec.reason
+    # The baseline misses the TTFT target, int8 meets it: switching is the only way to serve.
+    report = evaluate([LM_BASELINE, LM_INT8], lm_economics(p95_target_ms=D(10)))
+    assert report.baseline.monthly_cost is None
+    assert report.recommendation.reason.endswith(
+        "; the current model cannot serve within the 10 ms TTFT and 50 ms per-token targets)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"per_token_target_ms": None}, "per_token_target_ms must be set"),
+        ({"per_token_target_ms": D(0)}, "per_token_target_ms must be > 0"),
+        ({"output_tokens_per_request": 0}, "output_tokens_per_request"),
+        ({"output_tokens_per_request": D(5)}, "output_tokens_per_request"),
+        ({"perplexity_increase_pct": D(-1)}, "perplexity_increase_pct"),
+        ({"task": "translation"}, "task must be one of"),
+    ],
+)
+def test_generation_economics_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        lm_economics(**overrides)
+
+
+def test_generation_needs_no_accuracy_floor_and_classification_ignores_the_lm_fields():
+    assert lm_economics().accuracy_floor_pct_of_baseline is None
+    assert lm_economics(accuracy_floor_pct_of_baseline=D(97)).is_generative
+    # The same classification figures as before, whatever the (unused) generation settings say.
+    plain = evaluate([BASELINE, INT8, PRUNE], economics())
+    with_lm_fields = evaluate(
+        [BASELINE, INT8, PRUNE], economics(output_tokens_per_request=7, perplexity_increase_pct=D(3))
+    )
+    assert plain.rows == with_lm_fields.rows and plain.recommendation == with_lm_fields.recommendation
+    assert plain.row("2").cost_per_million_tokens is None and plain.row("2").perplexity is None
+
+
+def test_generation_perplexity_must_be_positive():
+    broken = ModelMeasurement("4", "broken", False, 0.0, LM_INT8.latency, perplexity=0.0)
+    with pytest.raises(ValueError, match="perplexity of broken"):
+        evaluate([LM_BASELINE, broken], lm_economics())
+
+
+gen_points = st.lists(
+    st.builds(
+        lambda b, ttft, ttft_extra, itl, itl_extra: gen_point(
+            b, ttft, ttft + ttft_extra, itl, itl + itl_extra
+        ),
+        st.sampled_from([1, 2, 4, 8, 16]),
+        st.floats(min_value=0.1, max_value=500, allow_nan=False),
+        st.floats(min_value=0, max_value=200, allow_nan=False),
+        st.floats(min_value=0.01, max_value=100, allow_nan=False),
+        st.floats(min_value=0, max_value=50, allow_nan=False),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    models=st.lists(
+        st.tuples(st.floats(min_value=1, max_value=1000), gen_points, st.floats(min_value=0, max_value=10)),
+        min_size=1,
+        max_size=4,
+    ),
+    tokens=st.integers(min_value=1, max_value=4096),
+    ttft_target=money(1, 600),
+    itl_target=money(D("0.1"), 150),
+    rise=money(0, 50),
+    requests_per_day=money(0, 10**9),
+)
+def test_property_generation_costs_are_per_token_consistent_and_longer_replies_never_raise_capacity(
+    models, tokens, ttft_target, itl_target, rise, requests_per_day
+):
+    measurements = [
+        ModelMeasurement(str(i), f"m{i}", i == 0, 0.0, latency, device_hours=dh, perplexity=ppl)
+        for i, (ppl, latency, dh) in enumerate(models)
+    ]
+    e = lm_economics(
+        requests_per_day=requests_per_day,
+        p95_target_ms=ttft_target,
+        per_token_target_ms=itl_target,
+        perplexity_increase_pct=rise,
+        output_tokens_per_request=tokens,
+    )
+    report = evaluate(measurements, e)
+    longer = evaluate(measurements, lm_economics(**{**e.__dict__, "output_tokens_per_request": tokens + 1}))
+    for row in report.rows:
+        assert row.tokens_per_s_capacity == row.capacity_rps * tokens
+        assert longer.row(row.key).capacity_rps <= row.capacity_rps
+        if row.cost_per_million is None:
+            assert row.capacity_rps == 0 and row.cost_per_million_tokens is None
+        else:
+            assert row.cost_per_million_tokens == row.cost_per_million / tokens
+        if row.feasible:
+            assert row.capacity_rps > 0 and row.perplexity <= report.perplexity_ceiling
+    rec = report.recommendation
+    if rec.key is not None:
+        feasible = [r for r in report.rows if r.feasible]
+        assert report.row(rec.key).total_cost_over_horizon == min(r.total_cost_over_horizon for r in feasible)

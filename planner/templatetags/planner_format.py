@@ -28,15 +28,39 @@ def quantize_money(value, currency: str) -> Decimal:
     return Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
+def quantize_unit_cost(value, currency: str) -> Decimal:
+    """A unit price (per 1M output tokens) as shown: like money from one unit up; below that with two places
+    more (rounded half up, trailing zeros beyond the minor unit dropped), so $0.0034 does not show as $0.00."""
+    places = money_places(currency)
+    if abs(Decimal(value)) >= 1:
+        return quantize_money(value, currency)
+    amount = Decimal(value).quantize(Decimal(1).scaleb(-places - 2), rounding=ROUND_HALF_UP)
+    while -amount.as_tuple().exponent > places and amount.as_tuple().digits[-1] == 0:
+        amount = amount.quantize(Decimal(1).scaleb(amount.as_tuple().exponent + 1))
+    return amount
+
+
+def _money_text(amount: Decimal, currency: str, places: int) -> str:
+    sign = "−" if amount < 0 else ""
+    digits = f"{abs(amount):,.{places}f}"
+    symbol = SYMBOLS.get(currency)
+    return f"{sign}{symbol}{digits}" if symbol else f"{sign}{digits} {currency}"
+
+
 @register.filter
 def money(value, currency="USD"):
     if _missing(value):
         return "—"
-    amount = quantize_money(value, currency)
-    sign = "−" if amount < 0 else ""
-    digits = f"{abs(amount):,.{money_places(currency)}f}"
-    symbol = SYMBOLS.get(currency)
-    return f"{sign}{symbol}{digits}" if symbol else f"{sign}{digits} {currency}"
+    return _money_text(quantize_money(value, currency), currency, money_places(currency))
+
+
+@register.filter
+def unit_money(value, currency="USD"):
+    """A unit price such as the cost of 1M output tokens, which cents alone would often round to 0."""
+    if _missing(value):
+        return "—"
+    amount = quantize_unit_cost(value, currency)
+    return _money_text(amount, currency, max(money_places(currency), -amount.as_tuple().exponent))
 
 
 @register.filter
@@ -52,6 +76,17 @@ def ms(value):
         return "—"
     value = float(value)
     return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+@register.filter
+def change_pct(value, places=1):
+    """A relative change with its sign: 0.05 → "+5.0%", −0.021 → "−2.1%"."""
+    if _missing(value):
+        return "—"
+    shown = f"{abs(float(value)) * 100:.{int(places)}f}"
+    if float(shown) == 0:
+        return f"±{shown}%"
+    return f"{'+' if value > 0 else '−'}{shown}%"
 
 
 @register.filter

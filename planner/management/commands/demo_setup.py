@@ -1,4 +1,5 @@
-"""Builds what the demo needs: the fine-tuned demo teacher, a demo login, and one sample request."""
+"""Builds what the demo needs: the fine-tuned demo teacher, the demo LLM, a demo login, and two sample
+requests (a topic classifier, and text generation on the demo LLM)."""
 
 import sys
 from decimal import Decimal
@@ -10,13 +11,28 @@ from django.core.management.base import BaseCommand
 
 from planner import services
 from planner.models import HardwareProfile, PocRequest, Team
+from plugins import registry
+from plugins.base import ParamError
+
+# The text-generation sample: cheap candidates that a CPU worker measures in a few minutes. Layer dropping
+# keeps 24 of SmolLM2's 30 decoder layers, dropping those nearest the output (no search, no fine-tuning).
+LLM_SAMPLE_PIPELINES = [
+    [{"technique": "quantize.weight-only", "params": {"bits": 8}}],
+    [
+        {"technique": "prune.layers", "params": {"keep": 24, "strategy": "top"}},
+        {"technique": "quantize.weight-only", "params": {"bits": 8}},
+    ],
+]
 
 
 class Command(BaseCommand):
-    help = "Fine-tune the demo teacher once (cached under var/), create the demo user and a sample request."
+    help = (
+        "Fine-tune the demo teacher and convert the demo LLM once (cached under var/), create the demo user "
+        "and the sample requests."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--no-sample", action="store_true", help="Do not file the sample request.")
+        parser.add_argument("--no-sample", action="store_true", help="Do not file the sample requests.")
 
     def handle(self, *args, no_sample: bool = False, **options):
         from workers.demo import build_demo_teacher
@@ -34,6 +50,7 @@ class Command(BaseCommand):
                 f"on {record['eval_examples']} paragraphs (fine-tuned in {record['seconds']} s)"
             )
         )
+        llm_ready = self._build_demo_llm()
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(
             username="demo", defaults={"is_staff": True, "is_superuser": True}
@@ -46,9 +63,44 @@ class Command(BaseCommand):
         team, _created = Team.objects.get_or_create(name="Demo team")
         team.members.add(user)
         user.groups.add(*Group.objects.filter(name__in=["manager", "requester"]))
-        if no_sample or PocRequest.objects.exists():
+        if no_sample:
             return
         hardware = HardwareProfile.objects.filter(device_kind="cpu").order_by("price_per_hour").first()
+        if not PocRequest.objects.filter(task=PocRequest.Task.SEQUENCE_CLASSIFICATION).exists():
+            self._file_classification_sample(user, team, hardware)
+        if not PocRequest.objects.filter(task=PocRequest.Task.CAUSAL_LM).exists():
+            if llm_ready:
+                self._file_generation_sample(user, team, hardware)
+            else:
+                self.stdout.write("Skipped the text-generation sample request: the demo LLM is not built.")
+
+    def _build_demo_llm(self) -> bool:
+        """Convert the demo LLM once; False (with the reason printed) when it cannot be built here."""
+        from workers.demo import build_demo_llm
+
+        def report(fraction: float, message: str) -> None:
+            sys.stdout.write(f"\r[demo LLM {fraction:4.0%}] {message:<70}")
+            sys.stdout.flush()
+
+        self.stdout.write(f"Demo LLM: {settings.DEMO_LLM_DIR}")
+        try:
+            record = build_demo_llm(settings.DEMO_LLM_DIR, report=report)
+        except Exception as exc:  # a missing package or a failed conversion: the rest of the demo still works
+            self.stdout.write("")
+            self.stdout.write(
+                self.style.WARNING(f"The demo LLM could not be built ({type(exc).__name__}: {exc}).")
+            )
+            return False
+        self.stdout.write("")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo LLM ready: {record.get('architecture', '?')}, {record.get('parameters', 0):,} parameters, "
+                f"from {record.get('source', '?')}"
+            )
+        )
+        return True
+
+    def _file_classification_sample(self, user, team, hardware) -> None:
         poc_request = services.poc_request_create(
             owner=user,
             team=team,
@@ -65,3 +117,34 @@ class Command(BaseCommand):
             ],
         )
         self.stdout.write(f"Filed the sample request #{poc_request.pk}; a worker measures it once started.")
+
+    def _file_generation_sample(self, user, team, hardware) -> None:
+        pipelines = []
+        for pipeline in LLM_SAMPLE_PIPELINES:
+            try:
+                registry.validate_pipeline(
+                    pipeline, device=hardware.device_kind, task=PocRequest.Task.CAUSAL_LM
+                )
+            except ParamError as exc:
+                label = registry.pipeline_label(pipeline)
+                self.stdout.write(f"The text-generation sample leaves out {label}: {exc}")
+                continue
+            pipelines.append(pipeline)
+        poc_request = services.poc_request_create(
+            owner=user,
+            team=team,
+            title="Sample: SmolLM2 chat replies, weight-only int8 and fewer layers on CPU",
+            task=PocRequest.Task.CAUSAL_LM,
+            model_ref="demo",
+            dataset_ref="demo",
+            p95_target_ms=Decimal("500"),  # time to first token
+            per_token_target_ms=Decimal("100"),
+            output_tokens_per_request=128,
+            perplexity_increase_pct=Decimal("10"),
+            requests_per_day=50_000,
+            hardware=hardware,
+            pipelines=pipelines,
+        )
+        self.stdout.write(
+            f"Filed the text-generation sample request #{poc_request.pk}; a worker measures it once started."
+        )

@@ -15,6 +15,7 @@
   const text = section.dataset;
   const locale = document.documentElement.lang || "en";
   const money = new Intl.NumberFormat(locale, { style: "currency", currency: data.currency });
+  const unitMoney = new Intl.NumberFormat(locale, { style: "currency", currency: data.currency, maximumFractionDigits: 4 });
   const colours = {
     ok: "#1a7f37", bad: "#b42318", accent: "#1f6feb", muted: "#8c959f", region: "rgba(26, 127, 55, 0.08)",
   };
@@ -75,22 +76,53 @@
     };
   }
 
+  // Text generation plots perplexity (lower is better, no upper bound) against TTFT p95; classification
+  // plots accuracy (%) against p95. The x values come as "p95_ms" either way.
+  const generative = data.task === "causal-lm";
+  function quality(p) { return generative ? p.perplexity : p.accuracy_pct; }
+
+  function qualityAxis(points) {
+    if (!generative) {
+      const ys = points.map(quality).concat([data.accuracy_floor_pct]);
+      return {
+        min: Math.max(0, Math.floor(Math.min.apply(null, ys) - 1)),
+        max: Math.min(100, Math.ceil(Math.max.apply(null, ys) + 1)),
+        // Meets the floor: from the floor up to 100%.
+        region: { yMin: data.accuracy_floor_pct, yMax: 100 },
+        line: data.accuracy_floor_pct,
+        lineLabel: text.textFloor + " " + data.accuracy_floor_pct.toFixed(1) + "%",
+        title: text.textAccuracy,
+      };
+    }
+    const ceiling = data.perplexity_ceiling;
+    const ys = points.map(quality).concat(ceiling === null ? [] : [ceiling]);
+    const low = Math.min.apply(null, ys), high = Math.max.apply(null, ys);
+    const pad = Math.max((high - low) * 0.1, high * 0.02, 0.01);
+    return {
+      min: Math.max(0, low - pad),
+      max: high + pad,
+      // Keeps the perplexity limit: from 0 up to the limit.
+      region: ceiling === null ? null : { yMin: 0, yMax: ceiling },
+      line: ceiling,
+      lineLabel: ceiling === null ? "" : text.textCeiling + " " + ceiling.toFixed(2),
+      title: text.textPerplexity,
+    };
+  }
+
   function paretoChart(canvas) {
     const points = data.pareto;
     const slowest = Math.max.apply(null, points.map(function (p) { return p.p95_ms; }).concat([0]));
-    const ys = points.map(function (p) { return p.accuracy_pct; }).concat([data.accuracy_floor_pct]);
     // A target far beyond every model would squeeze them all into one corner: then the axis ends past
     // the slowest model and the target line is labelled at the edge instead.
     const xMax = data.p95_target_ms > 4 * slowest && slowest > 0
       ? slowest * 1.6
       : Math.max(slowest, data.p95_target_ms) * 1.15;
-    const yMin = Math.max(0, Math.floor(Math.min.apply(null, ys) - 1));
-    const yMax = Math.min(100, Math.ceil(Math.max.apply(null, ys) + 1));
+    const axis = qualityAxis(points);
     function group(filter, label, colour, style) {
       return {
         type: "scatter",
         label: label,
-        data: points.filter(filter).map(function (p) { return { x: p.p95_ms, y: p.accuracy_pct, name: p.label }; }),
+        data: points.filter(filter).map(function (p) { return { x: p.p95_ms, y: quality(p), name: p.label }; }),
         backgroundColor: colour,
         borderColor: colour,
         pointStyle: style || "circle",
@@ -101,7 +133,7 @@
     }
     const front = points.filter(function (p) { return p.frontier; })
       .sort(function (a, b) { return a.p95_ms - b.p95_ms; })
-      .map(function (p) { return { x: p.p95_ms, y: p.accuracy_pct, name: p.label }; });
+      .map(function (p) { return { x: p.p95_ms, y: quality(p), name: p.label }; });
     return new Chart(canvas, {
       type: "scatter",
       data: {
@@ -116,14 +148,15 @@
       },
       options: {
         scales: {
-          x: { type: "linear", min: 0, max: xMax, title: { display: true, text: text.textP95 } },
-          y: { min: yMin, max: yMax, title: { display: true, text: text.textAccuracy } },
+          x: { type: "linear", min: 0, max: xMax, title: { display: true, text: generative ? text.textTtft : text.textP95 } },
+          y: { min: axis.min, max: axis.max, title: { display: true, text: axis.title } },
         },
         plugins: {
           tooltip: {
             callbacks: {
               label: function (item) {
                 const p = item.raw;
+                if (generative) return p.name + ": " + p.x.toFixed(1) + " ms, " + p.y.toFixed(2);
                 return p.name + ": " + p.x.toFixed(1) + " ms, " + p.y.toFixed(1) + "%";
               },
             },
@@ -131,11 +164,10 @@
         },
       },
       plugins: [guides({
-        region: { xMin: 0, xMax: data.p95_target_ms, yMin: data.accuracy_floor_pct, yMax: 100 },
+        region: axis.region === null ? null : { xMin: 0, xMax: data.p95_target_ms, yMin: axis.region.yMin, yMax: axis.region.yMax },
         lines: [
-          { x: data.p95_target_ms, label: text.textTarget + " " + data.p95_target_ms + " ms", colour: colours.bad },
-          { y: data.accuracy_floor_pct, label: text.textFloor + " " + data.accuracy_floor_pct.toFixed(1) + "%", colour: colours.bad },
-        ],
+          { x: data.p95_target_ms, label: (generative ? text.textTtftTarget : text.textTarget) + " " + data.p95_target_ms + " ms", colour: colours.bad },
+        ].concat(axis.line === null ? [] : [{ y: axis.line, label: axis.lineLabel, colour: colours.bad }]),
       })],
     });
   }
@@ -169,10 +201,15 @@
               label: function (item) {
                 const b = bars[item.dataIndex];
                 if (b.monthly_cost === null) return text.textUnservable;
-                return [
+                const lines = [
                   text.textMonthlyCost + ": " + money.format(parseFloat(b.monthly_cost)),
                   text.textPerMillion + ": " + money.format(parseFloat(b.cost_per_million)),
                 ];
+                if (b.cost_per_million_tokens) {
+                  // Per-token costs keep more places than the currency's cents (see quantize_unit_cost).
+                  lines.push(text.textPerMillionTokens + ": " + unitMoney.format(parseFloat(b.cost_per_million_tokens)));
+                }
+                return lines;
               },
             },
           },
