@@ -247,6 +247,7 @@ def poc_request_execute(*, request_id: int, task_id: str | None = None) -> None:
             new_tokens=settings.MEASURE_NEW_TOKENS,
             max_prompt_tokens=settings.MEASURE_MAX_PROMPT_TOKENS,
             generation_min_iterations=settings.MEASURE_GENERATION_ITERATIONS,
+            lm_eval_texts=settings.MEASURE_LM_EVAL_TEXTS,
         ),
     )
     started = time.monotonic()

@@ -144,6 +144,9 @@ MEASURE_THREADS = env.int("MEASURE_THREADS", default=0)  # 0: all cores of the w
 MEASURE_NEW_TOKENS = env.int("MEASURE_NEW_TOKENS", default=32)
 MEASURE_MAX_PROMPT_TOKENS = env.int("MEASURE_MAX_PROMPT_TOKENS", default=64)
 MEASURE_GENERATION_ITERATIONS = env.int("MEASURE_GENERATION_ITERATIONS", default=10)
+MEASURE_LM_EVAL_TEXTS = env.int(
+    "MEASURE_LM_EVAL_TEXTS", default=256
+)  # held-out texts for perplexity; 0 = all
 
 LOGGING = {
     "version": 1,
