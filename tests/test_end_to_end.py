@@ -60,3 +60,48 @@ def test_request_filed_in_the_browser_is_measured_by_a_worker(
 
     page = client.get(reverse("planner:request-detail", args=[poc_request.pk])).content.decode()
     assert "Recommendation" in page and "quantize.dynamic-int8" in page and "Finished" in page
+
+
+def test_text_generation_request_is_measured_by_a_worker_with_per_token_costs(
+    client, django_user_model, tiny_llama_dir, celery_worker_process
+):
+    """A causal-LM PoC from the form: a tiny Llama, unlabeled text, a distilled and a quantized candidate."""
+    from tests.planner.test_generation import lm_post
+
+    manager = django_user_model.objects.create_user("manager", password="pw")
+    client.force_login(join_team(manager, "Alpha", "requester", "manager"))
+    hardware = HardwareProfile.objects.get(name="CPU, 2 vCPU")
+    response = client.post(
+        reverse("planner:request-create"),
+        lm_post(
+            hardware,
+            title="Support replies, LLM",
+            p95_target_ms="1000",
+            per_token_target_ms="500",
+            candidates=["quantize.weight-only", "distill.kd → quantize.weight-only"],
+            **{"param:distill.kd:max_steps": "3", "param:distill.kd:batch_size": "8"},
+        ),
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    poc_request = PocRequest.objects.get()
+    assert poc_request.task == "causal-lm"
+
+    def finished():
+        poc_request.refresh_from_db()
+        assert celery_worker_process.poll() is None, "the worker died"
+        return not poc_request.is_active
+
+    wait_for(finished, timeout=240, message="the worker to finish the PoC")
+    assert poc_request.status == PocRequest.Status.SUCCEEDED, poc_request.error
+    candidates = list(poc_request.candidates.all())
+    assert [c.status for c in candidates] == [Candidate.Status.MEASURED] * 3, [c.error for c in candidates]
+    for candidate in candidates:
+        assert candidate.perplexity > 1 and candidate.accuracy is None
+        assert [p["batch_size"] for p in candidate.latency] == [1, 4]
+        assert all(p["ttft_p95_ms"] > 0 and p["itl_p95_ms"] > 0 for p in candidate.latency)
+    distilled = candidates[2]
+    assert "distill.kd: layers" in distilled.notes and distilled.parameters < candidates[0].parameters
+
+    page = client.get(reverse("planner:request-detail", args=[poc_request.pk])).content.decode()
+    assert "Finished" in page and "Recommendation" in page
+    assert "per 1M output tokens" in page and "TTFT" in page and "Perplexity" in page
