@@ -624,3 +624,14 @@ def test_demo_setup_skips_the_text_generation_sample_when_the_llm_cannot_be_buil
     assert "Skipped the text-generation sample request: the demo LLM is not built." in text
     assert not PocRequest.objects.filter(task=PocRequest.Task.CAUSAL_LM).exists()
     assert PocRequest.objects.filter(task=PocRequest.Task.SEQUENCE_CLASSIFICATION).exists()
+
+
+def test_a_pending_candidate_shows_dashes_not_zero_bytes(client_logged_in, scenario):
+    from planner.models import Candidate
+
+    pending = scenario.candidates.get(position=1)
+    Candidate.objects.filter(pk=pending.pk).update(
+        status=Candidate.Status.PENDING, size_bytes=None, peak_memory_bytes=None, latency=[], perplexity=None
+    )
+    row = _row(_get(client_logged_in, scenario).content.decode(), pending)
+    assert "0 bytes" not in row and "—" in row

@@ -15,9 +15,11 @@ from plugins import registry
 from plugins.base import ParamError
 
 # The text-generation sample: cheap candidates that a CPU worker measures in a few minutes. Layer dropping
-# keeps 24 of SmolLM2's 30 decoder layers, dropping those nearest the output (no search, no fine-tuning).
+# keeps 24 of SmolLM2's 30 decoder layers, dropping those nearest the output (no search, no fine-tuning),
+# which shows what cutting layers without distillation does to perplexity.
 LLM_SAMPLE_PIPELINES = [
     [{"technique": "quantize.weight-only", "params": {"bits": 8}}],
+    [{"technique": "quantize.half", "params": {"dtype": "bf16"}}],
     [
         {"technique": "prune.layers", "params": {"keep": 24, "strategy": "top"}},
         {"technique": "quantize.weight-only", "params": {"bits": 8}},
