@@ -135,7 +135,7 @@ class Command(BaseCommand):
         poc_request = services.poc_request_create(
             owner=user,
             team=team,
-            title="Sample: SmolLM2 chat replies, weight-only int8 and fewer layers on CPU",
+            title="Sample: SmolLM2 chat replies, int8, bf16 and fewer layers on CPU",
             task=PocRequest.Task.CAUSAL_LM,
             model_ref="demo",
             dataset_ref="demo",
@@ -143,7 +143,7 @@ class Command(BaseCommand):
             per_token_target_ms=Decimal("100"),
             output_tokens_per_request=128,
             perplexity_increase_pct=Decimal("10"),
-            requests_per_day=50_000,
+            requests_per_day=1_000_000,
             hardware=hardware,
             pipelines=pipelines,
         )

@@ -97,12 +97,17 @@
     const ceiling = data.perplexity_ceiling;
     const ys = points.map(quality).concat(ceiling === null ? [] : [ceiling]);
     const low = Math.min.apply(null, ys), high = Math.max.apply(null, ys);
+    // A candidate whose perplexity exploded (layers cut without distillation) would flatten every other
+    // point onto the axis: past a tenfold spread the axis is logarithmic.
+    const logarithmic = low > 0 && high / low > 10;
     const pad = Math.max((high - low) * 0.1, high * 0.02, 0.01);
+    const min = logarithmic ? low / 1.25 : Math.max(0, low - pad);
     return {
-      min: Math.max(0, low - pad),
-      max: high + pad,
-      // Keeps the perplexity limit: from 0 up to the limit.
-      region: ceiling === null ? null : { yMin: 0, yMax: ceiling },
+      type: logarithmic ? "logarithmic" : "linear",
+      min: min,
+      max: logarithmic ? high * 1.25 : high + pad,
+      // Keeps the perplexity limit: from the bottom of the axis up to the limit.
+      region: ceiling === null ? null : { yMin: min, yMax: ceiling },
       line: ceiling,
       lineLabel: ceiling === null ? "" : text.textCeiling + " " + ceiling.toFixed(2),
       title: text.textPerplexity,
@@ -149,7 +154,7 @@
       options: {
         scales: {
           x: { type: "linear", min: 0, max: xMax, title: { display: true, text: generative ? text.textTtft : text.textP95 } },
-          y: { min: axis.min, max: axis.max, title: { display: true, text: axis.title } },
+          y: { type: axis.type || "linear", min: axis.min, max: axis.max, title: { display: true, text: axis.title } },
         },
         plugins: {
           tooltip: {
