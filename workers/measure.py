@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -116,7 +116,13 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def latency_sweep(
-    model: Any, tokenizer: Any, texts: Sequence[str], *, device: str, config: MeasureConfig
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    device: str,
+    config: MeasureConfig,
+    on_batch_size: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, float]]:
     """p50/p95/p99 and throughput per batch size, on batches of real eval texts at their real lengths.
 
@@ -127,7 +133,9 @@ def latency_sweep(
         raise ValueError("latency needs at least one eval text")
     points = []
     with torch.inference_mode():
-        for batch_size in config.batch_sizes:
+        for position, batch_size in enumerate(config.batch_sizes):
+            if on_batch_size is not None:  # progress: which batch size is being timed
+                on_batch_size(position, batch_size)
             batches = [
                 _encode(
                     tokenizer,
@@ -306,7 +314,13 @@ def _generate(
 
 
 def generation_sweep(
-    model: Any, tokenizer: Any, texts: Sequence[str], *, device: str, config: MeasureConfig
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    device: str,
+    config: MeasureConfig,
+    on_batch_size: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Generation latency per batch size: time to first token (TTFT), inter-token latency (ITL), the whole
     request, and output tokens/s, with the KV cache on.
@@ -321,7 +335,9 @@ def generation_sweep(
     lm_tokenizer(tokenizer, padding_side="left")
     points = []
     with torch.inference_mode():
-        for batch_size in config.batch_sizes:
+        for position, batch_size in enumerate(config.batch_sizes):
+            if on_batch_size is not None:  # progress: which batch size is being timed
+                on_batch_size(position, batch_size)
             batches = [
                 _encode(
                     tokenizer,

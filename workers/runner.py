@@ -186,7 +186,16 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
             what = f"generating {config.new_tokens} tokens" if generative else "measuring latency"
             step_report(0.75, f"{label}: {what} at batch sizes {list(config.batch_sizes)}")
             with PeakMemory(spec.device) as memory:
-                latency = sweep(model, reloaded_tokenizer, eval_texts, device=spec.device, config=config)
+                latency = sweep(
+                    model,
+                    reloaded_tokenizer,
+                    eval_texts,
+                    device=spec.device,
+                    config=config,
+                    on_batch_size=lambda i, b, _label=label, _what=what: step_report(
+                        0.75 + 0.25 * i / len(config.batch_sizes), f"{_label}: {_what} at batch size {b}"
+                    ),
+                )
             parameters, nonzero = count_parameters(model)
             del model
             gc.collect()

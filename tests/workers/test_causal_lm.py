@@ -188,6 +188,7 @@ def test_runner_measures_an_llm_baseline_and_a_quantized_candidate(tiny_llama_di
     assert int8["perplexity"] == pytest.approx(base["perplexity"], rel=0.05)
     assert int8["size_bytes"] < base["size_bytes"]
     assert any("perplexity" in m for m in progress) and any("generating 5 tokens" in m for m in progress)
+    assert any(m.endswith("generating 5 tokens at batch size 4") for m in progress)
     assert results[0].environment["eval_examples"] == 12 and results[0].environment["train_examples"] == 48
 
 
