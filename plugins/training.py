@@ -44,9 +44,12 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
-def encode_causal_lm(tokenizer: Any, texts: Sequence[str], *, max_length: int, device: Any) -> dict[str, Any]:
+def encode_causal_lm(
+    tokenizer: Any, texts: Sequence[str], *, max_length: int, device: Any, padding_side: str = "right"
+) -> dict[str, Any]:
     """``input_ids`` and ``attention_mask`` of ``texts`` for a causal LM, truncated to ``max_length`` and
-    padded on the right with ``pad_token_id(tokenizer)``.
+    padded with ``pad_token_id(tokenizer)``: on the right for training and scoring, on the left for
+    generation (so that every row's next token follows its last real one).
 
     The padding is done here rather than by the tokenizer, so a tokenizer without a pad token works and is
     never changed (setting one would change what ``save_pretrained`` writes). A text that gives no token at
@@ -63,8 +66,9 @@ def encode_causal_lm(tokenizer: Any, texts: Sequence[str], *, max_length: int, d
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        attention_mask[i, : len(row)] = 1
+        start = width - len(row) if padding_side == "left" else 0
+        input_ids[i, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, start : start + len(row)] = 1
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 

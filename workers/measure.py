@@ -115,6 +115,28 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
+def _timing_batches(
+    encode: Callable[[list[str]], dict[str, torch.Tensor]],
+    texts: Sequence[str],
+    batch_size: int,
+    *,
+    count: int,
+) -> list[dict[str, torch.Tensor]]:
+    """Up to ``count`` batches of ``batch_size`` eval texts, in order and wrapping around, encoded before
+    any clock starts (the figures are the model's, not the tokenizer's)."""
+    return [
+        encode([texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)])
+        for i in range(min(count, max(1, len(texts) // batch_size)))
+    ]
+
+
+def _mean_tokens(batches: Sequence[dict[str, torch.Tensor]]) -> float:
+    """Real (unpadded) tokens per text over ``batches``."""
+    return sum(int(b["attention_mask"].sum()) for b in batches) / sum(
+        len(b["attention_mask"]) for b in batches
+    )
+
+
 def latency_sweep(
     model: Any,
     tokenizer: Any,
@@ -136,15 +158,12 @@ def latency_sweep(
         for position, batch_size in enumerate(config.batch_sizes):
             if on_batch_size is not None:  # progress: which batch size is being timed
                 on_batch_size(position, batch_size)
-            batches = [
-                _encode(
-                    tokenizer,
-                    [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)],
-                    config.max_length,
-                    device,
-                )
-                for i in range(min(32, max(1, len(texts) // batch_size)))
-            ]
+            batches = _timing_batches(
+                lambda chunk: _encode(tokenizer, chunk, config.max_length, device),
+                texts,
+                batch_size,
+                count=32,
+            )
             for i in range(config.warmup):
                 model(**batches[i % len(batches)])
             _sync(device)
@@ -172,8 +191,7 @@ def latency_sweep(
                     "mean_ms": sum(ordered) / len(ordered),
                     "throughput_rps": batch_size / (p50 / 1000),
                     "iterations": len(ordered),
-                    "mean_tokens": sum(int(b["attention_mask"].sum()) for b in batches)
-                    / (len(batches) * batch_size),
+                    "mean_tokens": _mean_tokens(batches),
                 }
             )
     return points
@@ -181,15 +199,6 @@ def latency_sweep(
 
 # --------------------------------------------------------------------------------------------------------
 # Causal language models
-
-
-def lm_tokenizer(tokenizer: Any, *, padding_side: str) -> Any:
-    """The tokenizer set up for batches: a pad token (end-of-text when the model defines none; padded
-    positions are masked, so which id fills them does not matter) and the padding side asked for."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = padding_side
-    return tokenizer
 
 
 def evaluate_causal_lm(
@@ -214,15 +223,16 @@ def evaluate_causal_lm(
 
     import torch.nn.functional as F
 
-    lm_tokenizer(tokenizer, padding_side="right")
+    from plugins.training import encode_causal_lm, next_token_labels
+
     total_nll = 0.0
     total_tokens = 0
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             chunk = [e.text for e in examples[start : start + batch_size]]
-            batch = _encode(tokenizer, chunk, max_length, device)
+            batch = encode_causal_lm(tokenizer, chunk, max_length=max_length, device=device)
             logits = model(**batch).logits.float()
-            targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
+            targets = next_token_labels(batch)
             nll = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]),
                 targets.reshape(-1),
@@ -262,9 +272,11 @@ def _normalise(text: str) -> str:
 def _greedy_completions(
     model: Any, tokenizer: Any, examples: Sequence[Example], device: str, max_length: int
 ) -> list[str]:
+    from plugins.training import encode_causal_lm
+
     completions = []
     for example in examples:
-        prompt = _encode(tokenizer, [example.text], max_length, device)
+        prompt = encode_causal_lm(tokenizer, [example.text], max_length=max_length, device=device)
         budget = len(tokenizer(str(example.reference), add_special_tokens=False).input_ids) + 2
         tokens = _generate(model, prompt, budget, device)[0]
         completions.append(tokenizer.decode(tokens, skip_special_tokens=True))
@@ -330,23 +342,22 @@ def generation_sweep(
     prefill pass plus picking the first token; each ITL sample is one incremental decoding step.
     Tokenization happens before the clock starts.
     """
+    from plugins.training import encode_causal_lm
+
     if not texts:
         raise ValueError("latency needs at least one eval text")
-    lm_tokenizer(tokenizer, padding_side="left")
+
+    def prompts(chunk: list[str]) -> dict[str, torch.Tensor]:
+        return encode_causal_lm(
+            tokenizer, chunk, max_length=config.max_prompt_tokens, device=device, padding_side="left"
+        )
+
     points = []
     with torch.inference_mode():
         for position, batch_size in enumerate(config.batch_sizes):
             if on_batch_size is not None:  # progress: which batch size is being timed
                 on_batch_size(position, batch_size)
-            batches = [
-                _encode(
-                    tokenizer,
-                    [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)],
-                    config.max_prompt_tokens,
-                    device,
-                )
-                for i in range(min(8, max(1, len(texts) // batch_size)))
-            ]
+            batches = _timing_batches(prompts, texts, batch_size, count=8)
             for i in range(min(config.warmup, 2)):
                 _generate(model, batches[i % len(batches)], config.new_tokens, device)
             _sync(device)
@@ -387,8 +398,7 @@ def generation_sweep(
                     "mean_ms": sum(e2e_ms) / len(e2e_ms),
                     "throughput_rps": batch_size / (p50 / 1000),
                     "iterations": len(e2e_ms),
-                    "prompt_tokens": sum(int(b["attention_mask"].sum()) for b in batches)
-                    / (len(batches) * batch_size),
+                    "prompt_tokens": _mean_tokens(batches),
                     "new_tokens": config.new_tokens,
                     "ttft_p50_ms": _percentile(ttft_ms, 0.50),
                     "ttft_p95_ms": _percentile(ttft_ms, 0.95),

@@ -114,6 +114,18 @@ def test_incremental_decoding_matches_generate_with_left_padding(tiny_llama):
     assert torch.equal(ours, reference[:, batch["input_ids"].shape[1] :])
 
 
+def test_prompts_are_left_padded_like_the_tokenizer_would(tiny_llama):
+    from plugins.training import encode_causal_lm
+
+    _, tokenizer = tiny_llama
+    texts = ["the match goal team score", "rain"]
+    ours = encode_causal_lm(tokenizer, texts, max_length=16, device="cpu", padding_side="left")
+    tokenizer.padding_side = "left"
+    theirs = tokenizer(texts, padding=True, return_tensors="pt")
+    assert ours["input_ids"].tolist() == theirs["input_ids"].tolist()
+    assert ours["attention_mask"].tolist() == theirs["attention_mask"].tolist() == [[1] * 5, [0] * 4 + [1]]
+
+
 def test_exact_match_compares_greedy_completions_with_references(tiny_llama):
     import torch
 
