@@ -62,23 +62,32 @@ def parse_task_data(
         return _parse_lm_data(raw, filename, suffix)
     if suffix not in (".csv", ".jsonl", ".ndjson"):
         raise DataError(f"Upload a .csv or .jsonl file; got {_shorten(Path(filename).name)!r}.")
+    text, lines = _read_lines(
+        raw,
+        shorten="Shorten that text (the model only reads its first few hundred words) or split it.",
+        empty="The file is empty; upload a CSV with the header 'text,label' and one example per line, "
+        'or JSONL with one {"text": ..., "label": ...} object per line.',
+    )
+    examples = _parse_csv(text, require_labels) if suffix == ".csv" else _parse_jsonl(lines, require_labels)
+    if not examples:
+        raise DataError("The file has no examples with text: every 'text' value is empty; fill them in.")
+    return examples
+
+
+def _read_lines(raw: bytes, *, shorten: str, empty: str) -> tuple[str, list[str]]:
+    """The upload as UTF-8 text and its physical lines; refuses an overlong line (``shorten`` says what to
+    do) and a file with nothing in it (``empty`` says what to upload)."""
     text = _decode(raw)
     lines = _split_lines(text)
     for number, line in enumerate(lines, start=1):
         if len(line) > MAX_LINE_CHARS:
             raise DataError(
                 f"Line {number} is {len(line):,} characters long; the limit is {MAX_LINE_CHARS:,} per line. "
-                "Shorten that text (the model only reads its first few hundred words) or split it."
+                + shorten
             )
     if not text.strip():
-        raise DataError(
-            "The file is empty; upload a CSV with the header 'text,label' and one example per line, "
-            'or JSONL with one {"text": ..., "label": ...} object per line.'
-        )
-    examples = _parse_csv(text, require_labels) if suffix == ".csv" else _parse_jsonl(lines, require_labels)
-    if not examples:
-        raise DataError("The file has no examples with text: every 'text' value is empty; fill them in.")
-    return examples
+        raise DataError(empty)
+    return text, lines
 
 
 def _parse_lm_data(raw: bytes, filename: str, suffix: str) -> list[Example]:
@@ -87,19 +96,12 @@ def _parse_lm_data(raw: bytes, filename: str, suffix: str) -> list[Example]:
             f"Upload a .txt file (one text per line), a .jsonl file or a .csv file; got "
             f"{_shorten(Path(filename).name)!r}."
         )
-    text = _decode(raw)
-    lines = _split_lines(text)
-    for number, line in enumerate(lines, start=1):
-        if len(line) > MAX_LINE_CHARS:
-            raise DataError(
-                f"Line {number} is {len(line):,} characters long; the limit is {MAX_LINE_CHARS:,} per line. "
-                "Split that text into shorter lines."
-            )
-    if not text.strip():
-        raise DataError(
-            "The file is empty; upload plain text with one prompt or document per line, or JSONL with one "
-            '{"prompt": ..., "reference": ...} object per line.'
-        )
+    text, lines = _read_lines(
+        raw,
+        shorten="Split that text into shorter lines.",
+        empty="The file is empty; upload plain text with one prompt or document per line, or JSONL with one "
+        '{"prompt": ..., "reference": ...} object per line.',
+    )
     if suffix == ".csv":
         examples = _parse_csv(text, require_labels=False)
     elif suffix in (".jsonl", ".ndjson"):

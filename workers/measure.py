@@ -130,6 +130,28 @@ def _timing_batches(
     ]
 
 
+def _quantiles_ms(prefix: str, seconds: Sequence[float]) -> dict[str, float]:
+    """``{prefix}_p50_ms``, ``_p95_ms`` and ``_p99_ms`` of timings given in seconds."""
+    ordered = sorted(t * 1000 for t in seconds)
+    return {f"{prefix}_p{q}_ms": _percentile(ordered, q / 100) for q in (50, 95, 99)}
+
+
+def _batch_timings(batch_size: int, seconds: Sequence[float]) -> dict[str, Any]:
+    """The latency point of one batch size from its timed runs (seconds): p50/p95/p99 and mean in ms, and
+    the throughput at the median."""
+    ordered = sorted(t * 1000 for t in seconds)
+    p50 = _percentile(ordered, 0.50)
+    return {
+        "batch_size": batch_size,
+        "p50_ms": p50,
+        "p95_ms": _percentile(ordered, 0.95),
+        "p99_ms": _percentile(ordered, 0.99),
+        "mean_ms": sum(ordered) / len(ordered),
+        "throughput_rps": batch_size / (p50 / 1000),
+        "iterations": len(ordered),
+    }
+
+
 def _mean_tokens(batches: Sequence[dict[str, torch.Tensor]]) -> float:
     """Real (unpadded) tokens per text over ``batches``."""
     return sum(int(b["attention_mask"].sum()) for b in batches) / sum(
@@ -180,20 +202,7 @@ def latency_sweep(
                 too_long = elapsed >= config.max_seconds and len(timings) >= config.floor_iterations
                 if enough or too_long:
                     break
-            ordered = sorted(t * 1000 for t in timings)
-            p50 = _percentile(ordered, 0.50)
-            points.append(
-                {
-                    "batch_size": batch_size,
-                    "p50_ms": p50,
-                    "p95_ms": _percentile(ordered, 0.95),
-                    "p99_ms": _percentile(ordered, 0.99),
-                    "mean_ms": sum(ordered) / len(ordered),
-                    "throughput_rps": batch_size / (p50 / 1000),
-                    "iterations": len(ordered),
-                    "mean_tokens": _mean_tokens(batches),
-                }
-            )
+            points.append({**_batch_timings(batch_size, timings), "mean_tokens": _mean_tokens(batches)})
     return points
 
 
@@ -385,28 +394,15 @@ def generation_sweep(
                 too_long = elapsed >= config.max_seconds and len(e2e) >= floor
                 if enough or too_long:
                     break
-            e2e_ms = sorted(t * 1000 for t in e2e)
-            ttft_ms = sorted(t * 1000 for t in ttft)
-            itl_ms = sorted(t * 1000 for t in itl) or [0.0]
-            p50 = _percentile(e2e_ms, 0.50)
+            request = _batch_timings(batch_size, e2e)
             points.append(
                 {
-                    "batch_size": batch_size,
-                    "p50_ms": p50,
-                    "p95_ms": _percentile(e2e_ms, 0.95),
-                    "p99_ms": _percentile(e2e_ms, 0.99),
-                    "mean_ms": sum(e2e_ms) / len(e2e_ms),
-                    "throughput_rps": batch_size / (p50 / 1000),
-                    "iterations": len(e2e_ms),
+                    **request,
                     "prompt_tokens": _mean_tokens(batches),
                     "new_tokens": config.new_tokens,
-                    "ttft_p50_ms": _percentile(ttft_ms, 0.50),
-                    "ttft_p95_ms": _percentile(ttft_ms, 0.95),
-                    "ttft_p99_ms": _percentile(ttft_ms, 0.99),
-                    "itl_p50_ms": _percentile(itl_ms, 0.50),
-                    "itl_p95_ms": _percentile(itl_ms, 0.95),
-                    "itl_p99_ms": _percentile(itl_ms, 0.99),
-                    "tokens_per_s": batch_size * config.new_tokens / (p50 / 1000),
+                    **_quantiles_ms("ttft", ttft),
+                    **_quantiles_ms("itl", itl or [0.0]),  # one new token: no decode step to time
+                    "tokens_per_s": batch_size * config.new_tokens / (request["p50_ms"] / 1000),
                 }
             )
     return points
