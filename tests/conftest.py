@@ -75,6 +75,19 @@ def cpu_hardware(db):
 
 
 @pytest.fixture
+def sent(monkeypatch):
+    """Messages the service sends to the broker, as (task name, args, queue), instead of sending them (the
+    real worker is exercised in test_end_to_end)."""
+    from workers.app import app
+
+    calls = []
+    monkeypatch.setattr(
+        app, "send_task", lambda name, args, queue, **options: calls.append((name, args, queue))
+    )
+    return calls
+
+
+@pytest.fixture
 def celery_worker_process(transactional_db):
     """A real Celery worker process on both queues, against the real Redis and the test database."""
     import redis

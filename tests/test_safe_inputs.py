@@ -53,16 +53,6 @@ def filer(client, filer_user):
     return client
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    """Messages the service would send to the broker."""
-    from workers.app import app
-
-    calls = []
-    monkeypatch.setattr(app, "send_task", lambda name, *args, **kwargs: calls.append((name, args, kwargs)))
-    return calls
-
-
 def media_files() -> list[Path]:
     root = Path(settings.MEDIA_ROOT)
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []

@@ -25,17 +25,6 @@ SWITCH = [(0.90, sweep(20)), (0.89, sweep(10))]
 
 
 @pytest.fixture
-def sent(monkeypatch):
-    from workers.app import app
-
-    calls = []
-    monkeypatch.setattr(
-        app, "send_task", lambda name, args, queue, **options: calls.append((name, args, queue))
-    )
-    return calls
-
-
-@pytest.fixture
 def world(db, django_user_model, cpu_hardware, sent):
     def make(name, team=None, *roles, **extra):
         user = django_user_model.objects.create_user(name, password="pw", **extra)

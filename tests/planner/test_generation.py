@@ -352,17 +352,6 @@ def test_another_teams_generation_request_is_not_found(client, django_user_model
 # --- the request form --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    from workers.app import app
-
-    calls = []
-    monkeypatch.setattr(
-        app, "send_task", lambda name, args, queue, **options: calls.append((name, args, queue))
-    )
-    return calls
-
-
 def _txt(count: int = 40) -> SimpleUploadedFile:
     return SimpleUploadedFile(
         "replies.txt", "\n".join(tiny_lm_texts(count)).encode(), content_type="text/plain"

@@ -10,18 +10,6 @@ from tests.tiny import tiny_csv
 from workers.runner import CandidateResult
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    """Messages the service sends to the broker (the real worker is exercised in test_end_to_end)."""
-    from workers.app import app
-
-    calls = []
-    monkeypatch.setattr(
-        app, "send_task", lambda name, args, queue, **options: calls.append((name, args, queue))
-    )
-    return calls
-
-
 def valid_post(hw, **overrides):
     """A request form submission that is accepted as it is; ``None`` in overrides leaves a field out."""
     data = {
