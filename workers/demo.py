@@ -136,26 +136,39 @@ def build_demo_teacher(
     out_dir: Path, *, report: Callable[[float, str], None] = lambda f, m: None
 ) -> dict[str, Any]:
     """Build the demo teacher once; return its training record (cached in ``out_dir``)."""
-    from workers.datasets import load_demo_examples, split_examples
 
-    record_path = out_dir / TRAINING_RECORD
+    def fine_tune(partial: Path) -> dict[str, Any]:
+        from workers.datasets import load_demo_examples, split_examples
+
+        split = split_examples(load_demo_examples())
+        return fine_tune_classifier(
+            base_dir=base_model_dir(),
+            out_dir=partial,
+            train=split.train,
+            eval=split.eval,
+            labels=split.labels,
+            report=report,
+        )
+
+    return _build_once(out_dir, TRAINING_RECORD, fine_tune)
+
+
+def _build_once(out_dir: Path, record_name: str, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """The record of the model cached in ``out_dir``; else ``build(partial)`` writes the model and its record
+    into a sibling folder, renamed to ``out_dir`` once complete: the model appears whole or not at all, so
+    an interrupted setup is simply redone."""
+    import shutil
+
+    record_path = out_dir / record_name
     if record_path.is_file() and any(out_dir.glob("*.safetensors")):
         return json.loads(record_path.read_text())
-    split = split_examples(load_demo_examples())
     partial = out_dir.with_name(out_dir.name + ".partial")
-    record = fine_tune_classifier(
-        base_dir=base_model_dir(),
-        out_dir=partial,
-        train=split.train,
-        eval=split.eval,
-        labels=split.labels,
-        report=report,
-    )
+    if partial.exists():
+        shutil.rmtree(partial)
+    record = build(partial)
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
-    partial.rename(out_dir)  # appears whole or not at all, so an interrupted setup is simply redone
+    partial.rename(out_dir)
     return record
 
 
@@ -215,21 +228,12 @@ def build_demo_llm(
     out_dir: Path, *, report: Callable[[float, str], None] = lambda f, m: None
 ) -> dict[str, Any]:
     """Convert the demo LLM once; return its conversion record (cached in ``out_dir``)."""
-    record_path = out_dir / CONVERSION_RECORD
-    if record_path.is_file() and any(out_dir.glob("*.safetensors")):
-        return json.loads(record_path.read_text())
-    gguf_path = demo_llm_gguf()
-    report(0.0, f"converting {gguf_path.name} to safetensors")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        import shutil
 
-        shutil.rmtree(partial)
-    record = convert_gguf(gguf_path, partial)
-    if out_dir.exists():
-        import shutil
+    def convert(partial: Path) -> dict[str, Any]:
+        gguf_path = demo_llm_gguf()
+        report(0.0, f"converting {gguf_path.name} to safetensors")
+        record = convert_gguf(gguf_path, partial)
+        report(1.0, f"{record['architecture']}, {record['parameters']:,} parameters")
+        return record
 
-        shutil.rmtree(out_dir)
-    partial.rename(out_dir)  # appears whole or not at all
-    report(1.0, f"{record['architecture']}, {record['parameters']:,} parameters")
-    return record
+    return _build_once(out_dir, CONVERSION_RECORD, convert)
