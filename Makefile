@@ -28,15 +28,20 @@ install: $(VENV)/.installed
 demo: install
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput
 	$(DEMO_ENV) $(PY) manage.py demo_setup
+	$(DEMO_ENV) $(PY) manage.py schedule_setup
 	@echo "Serving on http://127.0.0.1:$(PORT)/ — log in as demo / demo. Ctrl-C stops the server and the worker."
 	trap 'kill 0' EXIT; \
-	$(DEMO_ENV) $(VENV)/bin/celery -A workers.app worker -Q cpu,gpu --pool solo --loglevel INFO & \
+	$(DEMO_ENV) $(VENV)/bin/celery -A workers.app worker -Q cpu,gpu,schedule --pool solo --loglevel INFO & \
+	$(DEMO_ENV) $(VENV)/bin/celery -A workers.app beat --loglevel INFO & \
 	$(DEMO_ENV) $(PY) manage.py reconcile_poc_requests --every 60 & \
 	$(DEMO_ENV) $(PY) manage.py runserver 127.0.0.1:$(PORT) --noreload
 
+# Style, then the import direction ([tool.importlinter] in pyproject.toml), then the types ([tool.mypy]).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff check --fix .

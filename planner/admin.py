@@ -30,11 +30,15 @@ class HardwareProfileAdmin(admin.ModelAdmin):
         services.hardware_profile_save(hardware=obj)  # recomputes the portfolio figures at the new price
 
 
+# A request's candidates as the admin shows them: read-only, the workers write them.
+CANDIDATE_FIELDS = ("position", "pipeline", "status", "accuracy", "perplexity", "size_bytes", "error")
+
+
 class CandidateInline(admin.TabularInline):
     model = Candidate
     extra = 0
-    fields = ["position", "pipeline", "status", "accuracy", "perplexity", "size_bytes", "error"]
-    readonly_fields = fields
+    fields = CANDIDATE_FIELDS
+    readonly_fields = CANDIDATE_FIELDS
 
 
 @admin.register(PocRequest)

@@ -9,8 +9,11 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from planner import roi, selectors
+from planner import roi
+from planner.dashboard.request import economics_for, economics_with_overrides
+from planner.forms import declared
 from planner.models import MAX_OUTPUT_TOKENS, PocRequest, PocRequestSummary
+from planner.task_kinds import TASK_KINDS, task_kind
 
 
 class WhatIfForm(forms.Form):
@@ -45,7 +48,14 @@ class WhatIfForm(forms.Form):
     grid_kg_co2_per_kwh = forms.DecimalField(
         label=_("Grid intensity (kg CO₂/kWh)"), min_value=0, max_value=5, max_digits=6, decimal_places=4
     )
-    # Text generation only.
+    # The recurring cost of a compressed model (roi.maintenance).
+    maintenance_hours_per_month = forms.DecimalField(
+        label=_("Maintenance hours per month"), min_value=0, max_value=10_000, max_digits=7, decimal_places=1
+    )
+    teacher_updates_per_year = forms.IntegerField(
+        label=_("Teacher updates per year"), min_value=0, max_value=365
+    )
+    # A task's own figures (TaskKind.whatif_fields): text generation's.
     per_token_target_ms = forms.DecimalField(
         label=_("Per-token latency target, p95 (ms)"),
         min_value=Decimal("0.1"),
@@ -65,7 +75,7 @@ class WhatIfForm(forms.Form):
         super().__init__(data)
         self.poc_request = poc_request
         self.economics: roi.Economics | None = None
-        current = selectors.economics_for(poc_request)
+        current = economics_for(poc_request)
         for name, field in self.fields.items():
             field.required = False
             value = getattr(current, name)
@@ -74,18 +84,18 @@ class WhatIfForm(forms.Form):
             field.widget.attrs.update({"inputmode": "decimal", "step": "any"})
         if current.power_watts is None:
             del self.fields["grid_kg_co2_per_kwh"]  # no power figure, so no CO₂ to recompute
-        if not current.is_generative:
-            for name in selectors.GENERATION_WHATIF_FIELDS:
-                del self.fields[name]
+        own = task_kind(poc_request.task).whatif_fields
+        for name in {n for kind in TASK_KINDS.values() for n in kind.whatif_fields} - set(own):
+            del self.fields[name]  # another task's figure
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.cleaned_data.items() if v is not None}
 
-    def clean(self) -> dict[str, Any]:
+    def clean(self) -> dict[str, Any] | None:
         data = super().clean()
         if not self.errors:
             try:
-                self.economics = selectors.economics_with_overrides(
+                self.economics = economics_with_overrides(
                     poc_request=self.poc_request, overrides=self.overrides()
                 )
             except ValueError as exc:
@@ -111,7 +121,9 @@ class PortfolioFilterForm(forms.Form):
 
     def __init__(self, data: Any = None, *, owners: Any) -> None:
         super().__init__(data)
-        self.fields["owner"].choices = [("", _("Anyone"))] + [(u.pk, u.get_username()) for u in owners]
+        declared(self, "owner", forms.TypedChoiceField).choices = [("", _("Anyone"))] + [
+            (u.pk, u.get_username()) for u in owners
+        ]
 
     def filters(self) -> dict[str, Any]:
         """Valid filters only: a bad value (an owner the user may not see) is ignored, with its error."""

@@ -1,8 +1,8 @@
-"""The request form's English labels, help texts and choices (planner/forms.py), marked for translation.
+"""The request form's English labels, help texts and choices, marked for translation.
 
-planner/forms.py marks none of its strings, so they are listed here for ``makemessages`` and
-``views.localise_form`` translates a form's strings with them when it is rendered. Once forms.py wraps
-its strings in ``gettext_lazy`` this module and that function can go.
+PocRequestForm (planner/forms.py), the task kinds' demo labels (planner/task_kinds.py) and the pipeline
+step fields (planner/pipeline_fields.py) keep their strings in English; ``views.localise_form`` translates
+them when the form is rendered. They are listed here so that ``makemessages`` finds them.
 """
 
 from django.utils.translation import gettext_noop
@@ -12,17 +12,21 @@ REQUEST_FORM_STRINGS = (
     gettext_noop("The model to compress, as it is served today."),
     gettext_noop("Task data"),
     gettext_noop("Demo: Wikipedia lead paragraphs by topic (11 labels)"),
-    gettext_noop("Upload a CSV or JSONL file"),
-    # xgettext:no-python-format
+    # xgettext reads a flag comment only on the line right above the string itself.
     gettext_noop(
+        # xgettext:no-python-format
         "20% of it, chosen by a fixed hash, is held out to measure accuracy or perplexity and never trained on."
     ),
     gettext_noop("Data file"),
-    gettext_noop("CSV or JSONL with a 'text' column and a 'label' column (UTF-8)."),
     gettext_noop("Candidates to try"),
     gettext_noop("Each pipeline becomes one candidate, measured against the baseline on the same device."),
     gettext_noop("More pipelines"),
-    gettext_noop("One per line, steps joined by → (or >). A quantizer must be the last step."),
+    gettext_noop(
+        "One per line, steps joined by → (or >), each with its own parameters if you like: "
+        "prune.ffn(amount=0.3) → quantize.dynamic-int8. The last step may be one quantize step or one "
+        "runtime step, never both (a runtime has its own int8 options)."
+    ),
+    gettext_noop("as above"),  # a pipeline step's yes/no parameter left to the technique's value
     gettext_noop("p95 latency target (ms)"),
     gettext_noop("Target utilisation (0–1)"),
     gettext_noop("A candidate must keep at least this share of the baseline's accuracy."),
@@ -32,7 +36,7 @@ REQUEST_FORM_STRINGS = (
     gettext_noop("Demo: MiniLM-L6 fine-tuned on Wikipedia topics"),
     gettext_noop("Team"),
     gettext_noop("The members of this team see the request."),
-    # Text generation
+    # The task and what follows from it
     gettext_noop("Task"),
     gettext_noop("What the model does: label a text, or write one. The targets and the candidates follow."),
     gettext_noop("Demo: SmolLM2-135M-Instruct, a small chat model"),
@@ -58,4 +62,28 @@ REQUEST_FORM_STRINGS = (
         "A candidate's perplexity on the held-out text may be at most this much higher than the baseline's."
     ),
     gettext_noop("The length of a typical reply; it sets the request time and the cost per token."),
+    # Where the model comes from (planner/model_sources.py)
+    gettext_noop("Model source"),
+    gettext_noop("Model archive"),
+    gettext_noop(
+        "A .zip or .tar of a folder saved with save_pretrained(): safetensors, config and tokenizer."
+    ),
+    gettext_noop("Hub model id"),
+    gettext_noop("Hub commit (40 hex digits)"),
+    # How it is served and kept in production
+    gettext_noop("Served today with"),
+    gettext_noop("Engineering hours a month to keep a compressed model in production."),
+    gettext_noop("How often the current model is updated; each update means producing the candidate again."),
+    gettext_noop("Re-run the PoC"),
+    gettext_noop("The PoC also runs again when the model's files change."),
+    # What to try: the listed pipelines, or a search
+    gettext_noop("What to try"),
+    gettext_noop(
+        "A search tries student sizes, distillation epochs, pruning amounts, quantizers and runtimes "
+        "itself, cheapest first by the estimate, and stops when nothing left can beat the best."
+    ),
+    gettext_noop("Search budget: at most this many candidates"),
+    gettext_noop("Each trial is a full candidate: produced, then measured like any other."),
+    gettext_noop("Search budget: at most this many minutes"),
+    gettext_noop("The search stops starting new trials after this long."),
 )

@@ -4,6 +4,7 @@ import functools
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypeVar
 
 from django import forms
 from django.conf import settings
@@ -11,45 +12,20 @@ from django.core.validators import MinValueValidator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from planner.models import PER_TOKEN_TARGET_REQUIRED, HardwareProfile, PocRequest, Team
+from planner.model_sources import LOCAL, ModelSourceFields
+from planner.models import HardwareProfile, PocRequest, Team
+from planner.pipeline_fields import PipelineFields
+from planner.task_kinds import TASK_KINDS, TaskKind, task_kind
 from plugins import registry
 from plugins.artifacts import ModelLoadError, check_model_dir
-from plugins.base import Param
-from workers.datasets import DataError, load_demo_examples, parse_task_data, split_examples, split_for
+from plugins.model_info import ModelInfo
+from workers.datasets import DataError, load_demo_examples, split_examples
 
 DEMO = "demo"
 UPLOAD = "upload"
-MAX_CANDIDATES = 12
+SEARCH_BUDGET_REQUIRED = "A search needs a budget: the most trials, the most minutes, or both."
 CLASSIFICATION = PocRequest.Task.SEQUENCE_CLASSIFICATION
 CAUSAL_LM = PocRequest.Task.CAUSAL_LM
-# What "demo" means for each task (the strings are translated with the rest: planner.form_strings).
-DEMO_MODEL_LABELS = {
-    CLASSIFICATION: "Demo: MiniLM-L6 fine-tuned on Wikipedia topics",
-    CAUSAL_LM: "Demo: SmolLM2-135M-Instruct, a small chat model",
-}
-DEMO_DATA_LABELS = {
-    CLASSIFICATION: "Demo: Wikipedia lead paragraphs by topic (11 labels)",
-    CAUSAL_LM: "Demo: Wikipedia lead paragraphs, as text",
-}
-
-
-def param_field(param: Param) -> forms.Field:
-    """A form field rendered from a technique parameter's schema; its help text is the description."""
-    common = {
-        "label": param.name.replace("_", " "),
-        "help_text": param.help,
-        "initial": param.default,
-        "required": False,  # empty means the default
-    }
-    if param.type is bool:
-        return forms.BooleanField(**common)
-    if param.choices is not None:
-        return forms.TypedChoiceField(choices=[(c, c) for c in param.choices], coerce=param.type, **common)
-    if param.type is int:
-        return forms.IntegerField(min_value=param.minimum, max_value=param.maximum, **common)
-    if param.type is float:
-        return forms.FloatField(min_value=param.minimum, max_value=param.maximum, **common)
-    return forms.CharField(max_length=500, **common)
 
 
 def local_model_choices() -> list[tuple[str, str]]:
@@ -73,7 +49,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def demo_model_dir(task: str) -> Path:
-    return settings.DEMO_LLM_DIR if task == CAUSAL_LM else settings.DEMO_MODEL_DIR
+    return task_kind(task).demo_model_dir()
 
 
 def resolve_model_dir(ref: str, task: str = CLASSIFICATION) -> Path:
@@ -116,12 +92,31 @@ def demo_labels() -> tuple[str, ...]:
     return tuple(split_examples(load_demo_examples()).labels)
 
 
+_FieldT = TypeVar("_FieldT", bound=forms.Field)
+
+
+def declared(form: forms.BaseForm, name: str, kind: type[_FieldT]) -> _FieldT:
+    """``form.fields[name]`` as the field class it is declared with (``fields`` holds the base Field)."""
+    field = form.fields[name]
+    if not isinstance(field, kind):
+        raise TypeError(f"{name} is a {type(field).__name__}, not a {kind.__name__}")
+    return field
+
+
 def _listed(items: list[str], limit: int = 10) -> str:
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
 
 
-class PocRequestForm(forms.ModelForm):
+# The recurring cost and the re-run schedule (planner.reviews), with what a form posted without them means.
+RECURRING_DEFAULTS: dict[str, Any] = {
+    "maintenance_hours_per_month": Decimal("0"),
+    "teacher_updates_per_year": 0,
+    "rerun_schedule": PocRequest.RerunSchedule.NEVER,
+}
+
+
+class PocRequestForm(ModelSourceFields, PipelineFields, forms.ModelForm):
     task = forms.ChoiceField(
         label="Task",
         choices=PocRequest.Task.choices,
@@ -132,10 +127,7 @@ class PocRequestForm(forms.ModelForm):
     model_ref = forms.ChoiceField(label="Model", help_text="The model to compress, as it is served today.")
     dataset_ref = forms.ChoiceField(
         label="Task data",
-        choices=[
-            (DEMO, DEMO_DATA_LABELS[CLASSIFICATION]),
-            (UPLOAD, "Upload a file"),
-        ],
+        choices=[(DEMO, task_kind(CLASSIFICATION).demo_data_label), (UPLOAD, "Upload a file")],
         help_text="20% of it, chosen by a fixed hash, is held out to measure accuracy or perplexity and never trained on.",
     )
     dataset_upload = forms.FileField(
@@ -160,7 +152,12 @@ class PocRequestForm(forms.ModelForm):
             attrs={"rows": 3, "placeholder": "prune.layers → prune.vocabulary → quantize.dynamic-int8"}
         ),
         max_length=2000,
-        help_text="One per line, steps joined by → (or >). A quantizer must be the last step.",
+        strip=False,  # an error names its line as an editor counts them, leading blank lines included
+        help_text=(
+            "One per line, steps joined by → (or >), each with its own parameters if you like: "
+            "prune.ffn(amount=0.3) → quantize.dynamic-int8. The last step may be one quantize step or one "
+            "runtime step, never both (a runtime has its own int8 options)."
+        ),
     )
 
     class Meta:
@@ -168,7 +165,11 @@ class PocRequestForm(forms.ModelForm):
         fields = [
             "title",
             "task",
+            "model_source",
             "model_ref",
+            "model_archive",
+            "hub_model",
+            "model_revision",
             "dataset_ref",
             "dataset_upload",
             "p95_target_ms",
@@ -180,10 +181,17 @@ class PocRequestForm(forms.ModelForm):
             "peak_factor",
             "target_utilisation",
             "hardware",
+            "serving_runtime",
             "horizon_months",
             "engineering_hours",
             "engineering_rate",
+            "maintenance_hours_per_month",
+            "teacher_updates_per_year",
+            "rerun_schedule",
             "currency",
+            "mode",
+            "search_max_trials",
+            "search_max_minutes",
             "candidates",
             "custom_pipelines",
         ]
@@ -194,7 +202,12 @@ class PocRequestForm(forms.ModelForm):
             "perplexity_increase_pct": "Max perplexity rise over the baseline (%)",
             "output_tokens_per_request": "Output tokens per request",
             "target_utilisation": "Target utilisation (0–1)",
+            "model_revision": "Hub commit (40 hex digits)",
+            "mode": "What to try",
+            "search_max_trials": "Search budget: at most this many candidates",
+            "search_max_minutes": "Search budget: at most this many minutes",
         }
+        widgets = {"mode": forms.RadioSelect}
         help_texts = {
             "p95_target_ms": (
                 "Classification: the p95 time of one request. Text generation: the p95 time to the first "
@@ -215,26 +228,37 @@ class PocRequestForm(forms.ModelForm):
             "peak_factor": "Peak traffic ÷ average traffic.",
             "target_utilisation": "How busy a replica may run at peak; headroom for bursts.",
             "engineering_hours": "Hours to take a compressed model to production.",
+            "maintenance_hours_per_month": "Engineering hours a month to keep a compressed model in production.",
+            "teacher_updates_per_year": (
+                "How often the current model is updated; each update means producing the candidate again."
+            ),
+            "rerun_schedule": "The PoC also runs again when the model's files change.",
+            "mode": (
+                "A search tries student sizes, distillation epochs, pruning amounts, quantizers and runtimes "
+                "itself, cheapest first by the estimate, and stops when nothing left can beat the best."
+            ),
+            "search_max_trials": "Each trial is a full candidate: produced, then measured like any other.",
+            "search_max_minutes": "The search stops starting new trials after this long.",
         }
 
     # Shown for one task only (request_form.js hides the others; the server ignores them).
-    TASK_FIELDS = {
-        "per_token_target_ms": CAUSAL_LM,
-        "perplexity_increase_pct": CAUSAL_LM,
-        "output_tokens_per_request": CAUSAL_LM,
-        "accuracy_floor_pct": CLASSIFICATION,
-    }
+    TASK_FIELDS = {name: kind.name for kind in TASK_KINDS.values() for name in kind.target_defaults}
 
     def __init__(self, *args, teams: Sequence[Team] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # The task the form shows: the one posted, else the initial one (a link may ask for ?task=causal-lm).
         chosen = (self.data.get("task") if self.is_bound else None) or self.initial.get("task")
-        self.task = chosen if chosen in PocRequest.Task.values else CLASSIFICATION
-        self.fields["task"].initial = self.task
+        self.kind: TaskKind = task_kind(chosen if chosen in PocRequest.Task.values else CLASSIFICATION)
+        self.fields["task"].initial = self.kind.name
         for name, task in self.TASK_FIELDS.items():
             field = self.fields[name]
             field.required = False  # required for its own task only: see clean()
-            field.task_only = task
+            # The form's own mark, read by _field.html; Field declares no such attribute.
+            field.task_only = task  # type: ignore[attr-defined]
+        # A form posted without the recurring figures (as before they existed) takes their defaults.
+        for name in RECURRING_DEFAULTS:
+            self.fields[name].required = False
+        self.fields["mode"].required = False  # a form posted without one lists its pipelines, as before
         # A user in several teams picks one (only theirs validate); with one team it is implied.
         self.implied_team = teams[0] if teams and len(teams) == 1 else None
         if teams and len(teams) > 1:
@@ -243,20 +267,23 @@ class PocRequestForm(forms.ModelForm):
                 label="Team",
                 help_text="The members of this team see the request.",
             )
-        self.fields["model_ref"].choices = [(DEMO, DEMO_MODEL_LABELS[self.task])] + [
+        declared(self, "model_ref", forms.ChoiceField).choices = [(DEMO, self.kind.demo_model_label)] + [
             (ref, f"Local: {label}") for ref, label in local_model_choices()
         ]
-        self.fields["dataset_ref"].choices = [(DEMO, DEMO_DATA_LABELS[self.task]), (UPLOAD, "Upload a file")]
-        self.fields["hardware"].queryset = HardwareProfile.objects.all()
-        # Zero traffic would make every saving zero: the model allows it, a request does not. A horizon's
-        # model bound (1) is tighter than its positive integer field's (0); say the real one.
-        for name in ("requests_per_day", "horizon_months"):
-            field = self.fields[name]
+        declared(self, "dataset_ref", forms.ChoiceField).choices = [
+            (DEMO, self.kind.demo_data_label),
+            (UPLOAD, "Upload a file"),
+        ]
+        declared(self, "hardware", forms.ModelChoiceField).queryset = HardwareProfile.objects.all()
+        # Zero traffic would make every saving zero: the model allows it, a request does not. A horizon's and
+        # a reply length's model bound (1) is tighter than their positive integer fields' (0); say the real one.
+        for name in ("requests_per_day", "horizon_months", "output_tokens_per_request"):
+            field = declared(self, name, forms.IntegerField)
             field.min_value = 1
             field.validators = [v for v in field.validators if not isinstance(v, MinValueValidator)]
             field.validators.append(MinValueValidator(1))
             field.widget.attrs["min"] = 1
-        self.model_config: dict | None = None
+        self.model_config: dict[str, Any] | None = None
         self.data_labels: list[str] | None = None
         # Every task's plan is offered (the page shows the chosen task's; validation checks the task).
         self.offered: dict[str, list[str]] = {
@@ -269,35 +296,22 @@ class PocRequestForm(forms.ModelForm):
             )
             for task in PocRequest.Task.values
         }
-        self.fields["candidates"].choices = [
-            (label, label) for label in dict.fromkeys(sum(self.offered.values(), []))
+        # The candidate list's pipelines, in order: a pipeline's position in it names its step fields.
+        self.candidate_labels: list[str] = list(dict.fromkeys(sum(self.offered.values(), [])))
+        declared(self, "candidates", forms.MultipleChoiceField).choices = [
+            (label, label) for label in self.candidate_labels
         ]
         self.initial_candidates = {task: initial_candidates(task) for task in PocRequest.Task.values}
-        self.fields["candidates"].initial = self.initial_candidates[self.task]
-        self.pipelines: list[list[dict]] = []
-        self.param_groups = []
-        for name, cls in registry.techniques().items():
-            names = []
-            for param in cls.params:
-                field_name = f"param:{name}:{param.name}"
-                self.fields[field_name] = param_field(param)
-                names.append(field_name)
-            self.param_groups.append({"technique": cls, "fields": names})
-
-    def technique_fieldsets(self):
-        """Per technique, its class and its bound parameter fields, for the template."""
-        return [
-            {"technique": g["technique"], "fields": [self[name] for name in g["fields"]]}
-            for g in self.param_groups
-        ]
+        self.fields["candidates"].initial = self.initial_candidates[self.kind.name]
+        self._add_pipeline_fields()
 
     def task_data(self) -> dict:
         """What request_form.js needs to show one task's choices (labels in the reader's language)."""
         return {
             "offered": self.offered,
             "initial": self.initial_candidates,
-            "demo_model": {task: gettext(label) for task, label in DEMO_MODEL_LABELS.items()},
-            "demo_data": {task: gettext(label) for task, label in DEMO_DATA_LABELS.items()},
+            "demo_model": {task: gettext(kind.demo_model_label) for task, kind in TASK_KINDS.items()},
+            "demo_data": {task: gettext(kind.demo_data_label) for task, kind in TASK_KINDS.items()},
         }
 
     def _chosen_task(self) -> str | None:
@@ -305,6 +319,9 @@ class PocRequestForm(forms.ModelForm):
         if "task" in self.errors:
             return None
         return self.cleaned_data.get("task") or CLASSIFICATION
+
+    def clean_mode(self) -> str:
+        return self.cleaned_data.get("mode") or PocRequest.Mode.PIPELINES
 
     def clean_task(self) -> str:
         return self.cleaned_data.get("task") or CLASSIFICATION
@@ -318,13 +335,15 @@ class PocRequestForm(forms.ModelForm):
     def clean_model_ref(self) -> str:
         ref = self.cleaned_data["model_ref"]
         task = self._chosen_task()
-        if task is None:
+        if task is None or self.cleaned_data.get("model_source") != LOCAL:
             return ref
         try:
-            self.model_config = check_model_dir(resolve_model_dir(ref, task), task=task)
+            self.model_config = check_model_dir(
+                resolve_model_dir(ref, task), task=task, max_bytes=settings.MODEL_MAX_BYTES
+            )
         except ModelLoadError as exc:
             if ref == DEMO and not demo_model_dir(task).is_dir():
-                what = "demo LLM" if task == CAUSAL_LM else "demo model"
+                what = task_kind(task).demo_model_noun
                 raise forms.ValidationError(
                     f"The {what} is not built yet; run `make demo` (or `python manage.py demo_setup`)."
                 ) from None
@@ -338,7 +357,7 @@ class PocRequestForm(forms.ModelForm):
         task = self._chosen_task()
         if upload.size > settings.DATA_UPLOAD_MAX_BYTES:
             limit_mib = settings.DATA_UPLOAD_MAX_BYTES / 2**20
-            plenty = "a few thousand texts" if task == CAUSAL_LM else "a few thousand examples per label"
+            plenty = task_kind(task).enough_data if task else TASK_KINDS[CLASSIFICATION].enough_data
             raise forms.ValidationError(
                 f"The file is {upload.size / 2**20:.1f} MiB; the limit is {limit_mib:.0f} MiB. "
                 f"Upload a sample of it: {plenty} are plenty."
@@ -347,31 +366,31 @@ class PocRequestForm(forms.ModelForm):
             return upload
         raw = upload.read()
         upload.seek(0)
+        kind = task_kind(task)
         try:
-            examples = parse_task_data(raw, upload.name, require_labels=task == CLASSIFICATION, task=task)
-            split = split_for(examples, task)
+            split = kind.read_data(raw, upload.name)
         except DataError as exc:
             raise forms.ValidationError(str(exc)) from None
-        if task == CLASSIFICATION:
+        if kind.labelled:
             self.data_labels = split.labels
         return upload
 
     def clean(self):
         data = super().clean()
         task = self._chosen_task()
+        kind = task_kind(task) if task else TASK_KINDS[CLASSIFICATION]
         if (
             data.get("dataset_ref") == UPLOAD
             and not data.get("dataset_upload")
             and "dataset_upload" not in self.errors
         ):
-            files = "a TXT, JSONL or CSV file" if task == CAUSAL_LM else "a CSV or JSONL file"
-            self.add_error("dataset_upload", f"Choose {files} to upload, or pick the demo data.")
-        if data.get("dataset_ref") == DEMO and task == CLASSIFICATION:
-            try:
-                self.data_labels = list(demo_labels())
-            except DataError as exc:
-                self.add_error("dataset_ref", str(exc))
-        if task == CLASSIFICATION:
+            self.add_error("dataset_upload", f"Choose {kind.data_files} to upload, or pick the demo data.")
+        if task is not None and kind.labelled:
+            if data.get("dataset_ref") == DEMO:
+                try:
+                    self.data_labels = list(demo_labels())
+                except DataError as exc:
+                    self.add_error("dataset_ref", str(exc))
             self._clean_labels(data)
         self._clean_task_fields(data, task)
         hardware = data.get("hardware")
@@ -380,27 +399,56 @@ class PocRequestForm(forms.ModelForm):
                 "currency",
                 f"{hardware.name} is priced in {hardware.currency}; choose {hardware.currency} or another hardware profile.",
             )
-        if hardware and task is not None:
-            self._clean_pipelines(data, hardware.device_kind, task)
+        searching = data.get("mode") == PocRequest.Mode.SEARCH
+        if searching and not data.get("search_max_trials") and not data.get("search_max_minutes"):
+            self.add_error("search_max_trials", SEARCH_BUDGET_REQUIRED)
+        if searching:
+            self.pipelines = []  # the worker proposes the candidates
+        elif hardware and task is not None:
+            self._clean_pipelines(data, hardware.device_kind, task, self._model_info(task))
+        if hardware and data.get("serving_runtime"):
+            self._clean_serving_runtime(data, hardware.device_kind, task)
         return data
 
+    def _model_info(self, task: str) -> ModelInfo | None:
+        """The model's sizes for the pipelines' model-aware checks, when its config was read (a local model or
+        an archive; a Hub model is checked by the worker once fetched)."""
+        if self.model_config is None:
+            return None
+        try:
+            return ModelInfo.from_config(self.model_config, task=task)
+        except ModelLoadError:  # already refused next to the model field
+            return None
+
+    def _clean_serving_runtime(self, data: dict, device: str, task: str | None) -> None:
+        """The runtime the model is served with today must run on the hardware's device (and vLLM only
+        serves text generation)."""
+        from plugins.runtime import serving_refusal
+
+        runtime = data["serving_runtime"]
+        problem = serving_refusal(runtime, device=device)
+        if problem is None and runtime == PocRequest.ServingRuntime.VLLM and task != "causal-lm":
+            problem = "vLLM serves text generation; choose PyTorch for a classifier"
+        if problem:
+            self.add_error("serving_runtime", problem)
+
     def _clean_task_fields(self, data: dict, task: str | None) -> None:
-        """Each task's own fields: the accuracy floor is required for classification and the per-token
-        target for text generation; left empty, the others take their defaults, and the other task's are
-        stored as their defaults, unused."""
+        """Each task's own fields (TaskKind.target_defaults): the required ones must be filled in for their
+        task; left empty, the others take their defaults; another task's are stored as their defaults,
+        unused (a per-token target only ever belongs to text generation)."""
         if task is None:
             return
-        if task == CLASSIFICATION:
-            data["per_token_target_ms"] = None
-        for name, owner in self.TASK_FIELDS.items():
-            if name in self.errors or data.get(name) is not None:
-                continue
-            if name == "accuracy_floor_pct" and owner == task:
-                self.add_error(name, forms.Field.default_error_messages["required"])
-            elif name == "per_token_target_ms" and owner == task:
-                self.add_error(name, PER_TOKEN_TARGET_REQUIRED)
-            else:
-                data[name] = DEFAULTS[name]
+        kind = task_kind(task)
+        for other in TASK_KINDS.values():
+            for name, default in other.target_defaults.items():
+                if other is not kind:
+                    if name not in self.errors and (data.get(name) is None or default is None):
+                        data[name] = default
+                elif name not in self.errors and data.get(name) is None:
+                    if name in kind.required_targets:
+                        self.add_error(name, kind.required_targets[name])
+                    else:
+                        data[name] = default
 
     def _clean_labels(self, data: dict) -> None:
         """Refuse data labelled with classes the model cannot predict: its accuracy could not be measured."""
@@ -417,30 +465,6 @@ class PocRequestForm(forms.ModelForm):
                 "fine-tuned on these labels.",
             )
 
-    def _clean_pipelines(self, data: dict, device: str, task: str) -> None:
-        chosen = [registry.parse_pipeline(label) for label in data.get("candidates", [])]
-        custom = [registry.parse_pipeline(line) for line in data.get("custom_pipelines", "").splitlines()]
-        params = {
-            name: {p.name: data.get(f"param:{name}:{p.name}") for p in cls.params}
-            for name, cls in registry.techniques().items()
-        }
-        pipelines: list[list[dict]] = []
-        for steps in chosen + [c for c in custom if c]:
-            raw = [{"technique": name, "params": params.get(name, {})} for name in steps]
-            field = "custom_pipelines" if steps in custom else "candidates"
-            try:
-                cleaned = registry.validate_pipeline(raw, device=device, task=task)
-            except ValueError as exc:
-                self.add_error(field, f"{' → '.join(steps)}: {exc}")
-                continue
-            if cleaned not in pipelines:
-                pipelines.append(cleaned)
-        if len(pipelines) > MAX_CANDIDATES:
-            self.add_error(
-                "candidates", f"Pick at most {MAX_CANDIDATES} candidates; {len(pipelines)} were chosen."
-            )
-        self.pipelines = pipelines
-
     def service_kwargs(self) -> dict:
         data = self.cleaned_data
         return {
@@ -450,6 +474,7 @@ class PocRequestForm(forms.ModelForm):
             "output_tokens_per_request": data["output_tokens_per_request"],
             "perplexity_increase_pct": data["perplexity_increase_pct"],
             "model_ref": data["model_ref"],
+            **self.model_source_kwargs(),
             "dataset_ref": data["dataset_ref"],
             "dataset_file": data.get("dataset_upload") if data["dataset_ref"] == UPLOAD else None,
             "p95_target_ms": data["p95_target_ms"],
@@ -458,12 +483,17 @@ class PocRequestForm(forms.ModelForm):
             "peak_factor": data["peak_factor"],
             "target_utilisation": data["target_utilisation"],
             "hardware": data["hardware"],
+            "serving_runtime": data.get("serving_runtime") or PocRequest.ServingRuntime.PYTORCH,
             "horizon_months": data["horizon_months"],
             "engineering_hours": data["engineering_hours"],
             "engineering_rate": data["engineering_rate"],
+            **{name: data.get(name) or default for name, default in RECURRING_DEFAULTS.items()},
             "currency": data["currency"],
             "pipelines": self.pipelines,
             "team": data.get("team") or self.implied_team,
+            "mode": data.get("mode") or PocRequest.Mode.PIPELINES,
+            "search_max_trials": data.get("search_max_trials"),
+            "search_max_minutes": data.get("search_max_minutes"),
         }
 
 
@@ -503,25 +533,24 @@ class HardwareProfileForm(forms.ModelForm):
 
 
 def initial_candidates(task: str) -> list[str]:
-    """Checked at first: the quick int8 candidate and the most aggressive hybrid the CPU can run; for text
-    generation weight-only int8 too (decoding is bound by reading the weights, which it shrinks)."""
+    """Checked at first: the task's quick candidates (TaskKind.quick_candidates) and the most aggressive
+    hybrid the CPU can run."""
     cpu_plan = registry.default_plan(device="cpu", task=task)
     hybrids = [p for p in cpu_plan if len(p) > 1]
-    quick = [["quantize.dynamic-int8"]] + ([["quantize.weight-only"]] if task == CAUSAL_LM else [])
+    quick = [[name] for name in task_kind(task).quick_candidates]
     return [" → ".join(p) for p in cpu_plan if p in quick or (hybrids and p == hybrids[0])]
 
 
 DEFAULTS = {
     "p95_target_ms": Decimal("50"),
-    "per_token_target_ms": None,
-    "accuracy_floor_pct": Decimal("97"),
-    "perplexity_increase_pct": Decimal("10"),
-    "output_tokens_per_request": 128,
+    # Each task's own targets (planner.task_kinds).
+    **{name: value for kind in TASK_KINDS.values() for name, value in kind.target_defaults.items()},
     "requests_per_day": 2_000_000,
     "peak_factor": Decimal("2"),
     "target_utilisation": Decimal("0.7"),
     "horizon_months": 12,
     "engineering_hours": Decimal("40"),
     "engineering_rate": Decimal("100"),
+    **RECURRING_DEFAULTS,
     "currency": "USD",
 }

@@ -1,21 +1,82 @@
 """Turn measured quality and latency into serving cost, savings, payback and a recommendation.
 
 Pure arithmetic: no Django, torch or Celery, so every figure can be checked by hand. Money is ``Decimal``
-throughout and is never rounded here; rounding is for display only.
+throughout and is never rounded here; rounding is for display only (planner.formatting). Nothing here is
+a sentence: a missed target is a ``Blocker`` (kind, measured value, limit, unit) and the recommendation
+an outcome (switch, keep, blocked, undecided); planner.dashboard.wording puts both into words. The
+capacity of one replica from its batch sweep, the replicas and the cost per million requests are
+planner.capacity's, the dataclasses and names planner.roi_types' (both re-exported here).
+
+Unmeasured figures are None, never 0: a model whose quality (accuracy or perplexity) or batch-1 latency
+was not measured misses that target (a blocker whose ``measured`` is None), and a candidate whose
+device-hours were not measured has an unknown one-time cost, so its payback, ROI and total are None too.
 
 Definitions (per measured model m, baseline included):
 
-- feasible: accuracy ≥ floor and p95 at batch 1 ≤ the p95 target (batch 1 unmeasured ⇒ not feasible).
-- capacity: best ``batch / p50`` (requests/s per replica) over batch sizes whose p95 meets the target.
-- replicas: ``max(1, ceil(peak rps / (capacity × utilisation)))``; None when capacity is 0.
+- feasible: no blocker (and nothing undecided, see below), i.e. accuracy ≥ floor and p95 at batch 1 ≤ the p95 target, and some batch size
+  meets the target. The floor is absolute, or a percentage of the baseline's accuracy (None, and so a
+  blocker for every model, when the baseline's accuracy was not measured).
+- capacity (requests/s per replica): *goodput* where measured under these targets (``goodput_for``;
+  docs/measurement.md), with the batcher's max batch; else (older rows, a what-if with other targets) the
+  *static* capacity, best ``batch / p50`` over batch sizes whose p95 meets the target, with that batch size
+  (the first on a tie; 0 and none if none does): an optimistic upper bound, kept as ``static_capacity_rps``.
+- replicas: ``max(1, ceil(peak rps / (capacity × u)))``, u the goodput headroom (``goodput_headroom``,
+  default 1) where goodput counts, else the target utilisation; None when capacity is 0.
 - monthly cost: ``replicas × price/hour × 730``; savings are measured against the baseline.
 - one-time cost: ``engineering hours × rate + device-hours spent producing m × price/hour``.
   Exception: the baseline's one-time cost is 0, because keeping the current model needs no engineering
   work and no compression run. Its ROI is therefore None (nothing invested).
-- payback: ``one-time / monthly savings`` when savings > 0; ROI over T months:
-  ``(savings × T − one-time) / one-time``; total over horizon: ``one-time + T × monthly cost``.
-- recommendation: the feasible model with the lowest total over the horizon; ties go to higher accuracy,
-  then to the baseline (switching costs effort the figures do not show).
+- maintenance a month (optional; 0 for the baseline): ``maintenance hours a month × rate + device-hours
+  spent producing m × price/hour × teacher updates a year / 12`` (each update of the teacher means
+  producing m again). Savings are ``monthly cost(baseline) − (monthly cost(m) + maintenance(m))``; payback,
+  ROI and the totals use those savings and ``monthly cost + maintenance``; the monthly cost stays serving
+  only. With teacher updates but unmeasured device-hours, maintenance, savings and total are None.
+- payback: ``one-time / monthly savings`` when savings > 0 (None, "never", otherwise). A switch that saves
+  money and costs nothing up front pays back immediately: payback 0 and ``pays_back_immediately``; its ROI
+  is None (a return on nothing invested is not a number).
+- ROI over T months: ``(savings × T − one-time) / one-time``; total over horizon: ``one-time + T × monthly
+  cost``.
+- recommendation: among the feasible models *including the baseline*, the one with the lowest total over
+  the horizon (a model whose total is unknown ranks after every known one); ties go to higher accuracy,
+  then to the baseline (switching costs effort the figures do not show). Outcome: ``keep`` when that is
+  the baseline, ``switch`` otherwise. When no model is feasible — the baseline included — the outcome is
+  ``blocked`` (never ``keep``): each row's blockers say which target blocks it and by how much, and
+  ``blocking_targets`` says how close the best model came to each target. The rules under noise below
+  refine this; on measurements without intervals they give exactly these decisions.
+
+Trust under noise (docs/measurement.md). A latency point may carry 95% intervals (``p95_low_ms`` …
+``itl_p95_high_ms``), a speedup against the baseline from interleaved rounds with its interval, the
+number of samples behind its percentiles, and ``unstable`` (why the measurement could not be trusted). A
+point without bounds is taken as exact, as a clean measurement's would be.
+
+- A latency check (p95 at batch 1 against L; text generation: TTFT and inter-token) *meets* when the
+  interval's upper bound ≤ L, *misses* when its lower bound > L, and is *borderline* when the interval
+  straddles L. A p95 left blank for too few samples (fewer than ``samples_needed(0.95)`` = 100) is
+  undecided (TOO_FEW_SAMPLES: measured = the samples, limit = those needed). A model any of whose points
+  is unstable is undecided on every latency target whatever its figures (one UNSTABLE blocker with the
+  reason); its quality still counts. Batch 1 not timed at all is a miss, as before.
+- verdict: ``infeasible`` when some target is clearly missed (quality, a latency miss on a clean
+  measurement, or no batch size meets the targets even at the fast end of the intervals); otherwise
+  ``undecided`` when a check is borderline, too few samples or unstable (``undecided`` holds why);
+  otherwise ``feasible`` (``feasible`` is True only then: clearly feasible).
+- capacity on three sides (planner.capacity): the measured figures (what every cost shown uses), the
+  slow end (a batch size counts when each p95's upper bound meets its target; its rate divided by
+  ``speedup / speedup_low``, or ``p50_high / p50`` without a speedup interval) and the fast end (lower
+  bounds, ``p50 / p50_low``). ``slow_total_cost`` and ``fast_total_cost`` are the totals on those sides.
+- a switch to a clearly feasible candidate c *holds* when the current model clearly misses a target, or
+  when c's total at its slow end still ranks before the current model's (as above: total, quality,
+  baseline) — against the current model's measured total when c has a speedup interval (which already
+  holds both models' noise), else against the current model's fast-end total. When the current model is
+  undecided, a switch holds only so (the saving then stands whichever way its measurement falls), never
+  when it is unstable, and never when its measured total is unknown.
+- recommendation: the best (as above) of the candidates whose switch holds and, when it is clearly
+  feasible, the current model. ``within_uncertainty`` names a cheaper model at the measured figures that
+  was not chosen (its saving is inside the intervals, or it is undecided). An undecided or unstable model
+  is never recommended. With nothing to choose: ``undecided`` when the current model is undecided, or
+  it clearly misses and some candidate is undecided — ``pending`` lists the undecided models (the current
+  one first) and ``rerun`` says what to re-run (QUIET_HOST when one is unstable, else MORE_ROUNDS) — and
+  ``blocked`` otherwise. So an undecided current model is never ``blocked`` and never replaced because it
+  seemed to miss a target.
 
 Text generation (``Economics.task == "causal-lm"``). A request is one generation of M output tokens
 (``output_tokens_per_request``); each latency point also carries the time to first token (TTFT) and the
@@ -24,12 +85,12 @@ target L and ``per_token_target_ms`` the ITL p95 target T; there is no accuracy 
 ignored and may be unset). With B the baseline's perplexity and c the allowed rise in percent:
 
 - feasible: perplexity ≤ ``B × (1 + c/100)``, TTFT p95 at batch 1 ≤ L and ITL p95 at batch 1 ≤ T
-  (batch 1 unmeasured ⇒ not feasible).
+  (batch 1 unmeasured ⇒ not feasible; B unmeasured ⇒ no model is feasible).
 - request time at batch b: ``t(b) = TTFT p50(b) + (M − 1) × ITL p50(b)`` ms: one measured prefill and
   first token, then M − 1 measured decode steps. It is composed from the two medians because M may differ
   from the number of tokens generated while measuring.
-- capacity: best ``b × 1000 / t(b)`` (requests/s per replica) over batch sizes whose TTFT p95 ≤ L and
-  ITL p95 ≤ T; 0 if none.
+- static capacity: best ``b × 1000 / t(b)`` over batch sizes whose TTFT p95 ≤ L and ITL p95 ≤ T; 0 if
+  none. Goodput (at this M, L, T) counts a request whose TTFT from arrival ≤ L and mean token gap ≤ T.
 - replicas, monthly cost, savings, one-time cost, payback, ROI, energy and CO₂: as above.
 - cost per 1M output tokens: ``cost per 1M requests / M``; output tokens/s per replica: ``capacity × M``.
 - recommendation: as above, but ties go to the lower perplexity, then to the baseline.
@@ -37,284 +98,187 @@ ignored and may be unset). With B the baseline's perplexity and c the allowed ri
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+
+# The capacity arithmetic of one replica, re-exported: roi is the one place callers take it from.
+from planner.capacity import FAST, POINT, SLOW, as_decimal, classification_capacity, generation_capacity
+from planner.capacity import Capacity as Capacity
+from planner.capacity import Goodput as Goodput
+from planner.capacity import LatencyPoint as LatencyPoint
+from planner.capacity import Number as Number
+from planner.capacity import capacity_rps as capacity_rps
+from planner.capacity import cost_per_million as cost_per_million
+from planner.capacity import generation_capacity_rps as generation_capacity_rps
+from planner.capacity import goodput_for as goodput_for
+from planner.capacity import interval as interval
+from planner.capacity import replicas_needed as replicas_needed
+from planner.capacity import request_ms as request_ms
+from planner.capacity import samples_needed as samples_needed
+from planner.capacity import utilisation as utilisation
+
+# The inputs, outputs and names, re-exported likewise.
+from planner.roi_types import ACCURACY as ACCURACY
+from planner.roi_types import BASELINE_ACCURACY as BASELINE_ACCURACY
+from planner.roi_types import BASELINE_PERPLEXITY as BASELINE_PERPLEXITY
+from planner.roi_types import BLOCKED as BLOCKED
+from planner.roi_types import BORDERLINE as BORDERLINE
+from planner.roi_types import CAUSAL_LM as CAUSAL_LM
+from planner.roi_types import CLASSIFICATION as CLASSIFICATION
+from planner.roi_types import FEASIBLE as FEASIBLE
+from planner.roi_types import FRACTION as FRACTION
+from planner.roi_types import INFEASIBLE as INFEASIBLE
+from planner.roi_types import ITL as ITL
+from planner.roi_types import KEEP as KEEP
+from planner.roi_types import MORE_ROUNDS as MORE_ROUNDS
+from planner.roi_types import MS as MS
+from planner.roi_types import NO_BATCH_SIZE as NO_BATCH_SIZE
+from planner.roi_types import P95 as P95
+from planner.roi_types import PERPLEXITY as PERPLEXITY
+from planner.roi_types import PLAIN as PLAIN
+from planner.roi_types import QUIET_HOST as QUIET_HOST
+from planner.roi_types import SAMPLES as SAMPLES
+from planner.roi_types import SWITCH as SWITCH
+from planner.roi_types import TASKS as TASKS
+from planner.roi_types import TOO_FEW_SAMPLES as TOO_FEW_SAMPLES
+from planner.roi_types import TTFT as TTFT
+from planner.roi_types import UNDECIDED as UNDECIDED
+from planner.roi_types import UNSTABLE as UNSTABLE
+from planner.roi_types import Blocker as Blocker
+from planner.roi_types import Economics as Economics
+from planner.roi_types import ModelEconomics as ModelEconomics
+from planner.roi_types import ModelMeasurement as ModelMeasurement
+from planner.roi_types import Recommendation as Recommendation
+from planner.roi_types import RoiReport as RoiReport
 
 HOURS_PER_MONTH = Decimal(730)
 SECONDS_PER_DAY = Decimal(86_400)
-# Capacity is itself a rounded quotient (e.g. 1000/3 ms), so an exact fit can come out as 3.000…01 replicas;
-# a quotient this close (relatively) to a whole number is taken as that number rather than costing a replica.
-_WHOLE_TOLERANCE = Decimal("1e-20")
-
-# The tasks a request can have (the names of plugins.base.TASKS; repeated here to keep this module pure).
-CLASSIFICATION = "sequence-classification"
-CAUSAL_LM = "causal-lm"
-TASKS = (CLASSIFICATION, CAUSAL_LM)
-# Fields of Economics that are whole numbers or names, not Decimals.
-_NOT_DECIMAL = ("horizon_months", "output_tokens_per_request", "task")
+P95_QUANTILE = Decimal("0.95")
+_d = as_decimal
 
 
-def _d(value: Decimal | float | int | str) -> Decimal:
-    # str() first so that 0.1 becomes Decimal("0.1"), not the binary float's 55-digit expansion.
-    return Decimal(str(value)) if isinstance(value, float) else Decimal(value)
-
-
-def _optional(value: Decimal | float | int | str | None) -> Decimal | None:
+def _optional(value: Number | None) -> Decimal | None:
     return None if value is None else _d(value)
 
 
-@dataclass(frozen=True)
-class LatencyPoint:
-    batch_size: int
-    p50_ms: float  # for a causal LM: the whole generation (end to end)
-    p95_ms: float
-    p99_ms: float
-    # Causal LMs only: time to first token, and inter-token latency (one decode step), at this batch size.
-    ttft_p50_ms: float | None = None
-    ttft_p95_ms: float | None = None
-    itl_p50_ms: float | None = None
-    itl_p95_ms: float | None = None
+# ---------------------------------------------------------------------------------------------------------
+# What differs between the two tasks: the quality rule, the latency targets at batch 1, the capacity.
 
 
 @dataclass(frozen=True)
-class ModelMeasurement:
-    key: str
-    name: str
-    is_baseline: bool
-    accuracy: float  # classification; 0 for causal LMs, which have no accuracy target
-    latency: Sequence[LatencyPoint]
-    device_hours: float = 0.0
-    perplexity: float | None = None  # causal LMs: on held-out text, lower is better
-    exact_match: float | None = None  # causal LMs with reference completions; shown, never a target
+class _Check:
+    """One latency target at batch 1: the measured p95 and its interval against the target."""
+
+    kind: str  # P95, TTFT or ITL
+    target: Decimal
+    value: Decimal | None  # None: not measured (``timed`` False) or too few samples (``timed`` True)
+    low: Decimal | None
+    high: Decimal | None
+    timed: bool  # batch 1 was timed for this figure (its median is there)
+
+
+def _check(
+    kind: str, target: Decimal, value: Number | None, low: Number | None, high: Number | None
+) -> _Check:
+    bounds = interval(value, low, high)
+    lower, upper = bounds if bounds else (None, None)
+    return _Check(kind, target, _optional(value), lower, upper, timed=True)
 
 
 @dataclass(frozen=True)
-class Economics:
-    """The user's traffic, prices and targets. Numbers may be given as int, str or float; they are stored
-    as Decimal. For classification exactly one of the two accuracy floors must be set; for a causal LM
-    the floors are not used, and the per-token target must be set."""
+class _TaskRule:
+    quality_kind: str  # ACCURACY or PERPLEXITY
+    baseline_quality_kind: str
+    quality_unit: str
+    higher_is_better: bool
+    quality: Callable[[ModelMeasurement], Decimal | None]
+    limit: Callable[[Decimal | None, Economics], Decimal | None]  # from the baseline's quality
+    latency_at_batch1: Callable[[LatencyPoint | None, Economics], list[_Check]]
+    capacity: Callable[[Sequence[LatencyPoint], Economics, str], Capacity]
 
-    requests_per_day: Decimal
-    price_per_hour: Decimal
-    p95_target_ms: Decimal  # causal LM: the TTFT p95 target
-    accuracy_floor_pct_of_baseline: Decimal | None = None
-    accuracy_floor_absolute: Decimal | None = None
-    peak_factor: Decimal = Decimal(1)
-    target_utilisation: Decimal = Decimal("0.7")
-    horizon_months: int = 12
-    engineering_hours: Decimal = Decimal(0)
-    engineering_rate: Decimal = Decimal(0)
-    power_watts: Decimal | None = None
-    grid_kg_co2_per_kwh: Decimal | None = None
-    task: str = CLASSIFICATION
-    per_token_target_ms: Decimal | None = None  # causal LM: the inter-token latency p95 target
-    output_tokens_per_request: int = 128  # causal LM: M
-    perplexity_increase_pct: Decimal = Decimal(10)  # causal LM: c, the allowed rise over the baseline
+    def quality_blocker(self, quality: Decimal | None, limit: Decimal | None) -> Blocker | None:
+        if quality is None:
+            return Blocker(self.quality_kind, None, limit, self.quality_unit)
+        if limit is None:
+            return Blocker(self.baseline_quality_kind, quality, None, self.quality_unit)
+        misses = quality < limit if self.higher_is_better else quality > limit
+        return Blocker(self.quality_kind, quality, limit, self.quality_unit) if misses else None
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in _NOT_DECIMAL or value is None:
-                continue
-            value = _d(value)
-            if not value.is_finite():
-                raise ValueError(f"{f.name} must be a finite number, got {value}")
-            object.__setattr__(self, f.name, value)
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task}")
-        generative = self.task == CAUSAL_LM
-        if not generative and (self.accuracy_floor_pct_of_baseline is None) == (
-            self.accuracy_floor_absolute is None
-        ):
-            raise ValueError("set exactly one of accuracy_floor_pct_of_baseline and accuracy_floor_absolute")
-        pct, absolute = self.accuracy_floor_pct_of_baseline, self.accuracy_floor_absolute
-        watts, grid = self.power_watts, self.grid_kg_co2_per_kwh
-        per_token, tokens = self.per_token_target_ms, self.output_tokens_per_request
-        rules = [
-            (self.requests_per_day >= 0, "requests_per_day must be ≥ 0", self.requests_per_day),
-            (self.price_per_hour >= 0, "price_per_hour must be ≥ 0", self.price_per_hour),
-            (self.p95_target_ms > 0, "p95_target_ms must be > 0", self.p95_target_ms),
-            (self.peak_factor >= 1, "peak_factor must be ≥ 1", self.peak_factor),
-            (
-                0 < self.target_utilisation <= 1,
-                "target_utilisation must be in (0, 1]",
-                self.target_utilisation,
-            ),
-            (
-                isinstance(self.horizon_months, int) and self.horizon_months >= 1,
-                "horizon_months must be a whole number ≥ 1",
-                self.horizon_months,
-            ),
-            (self.engineering_hours >= 0, "engineering_hours must be ≥ 0", self.engineering_hours),
-            (self.engineering_rate >= 0, "engineering_rate must be ≥ 0", self.engineering_rate),
-            (pct is None or pct >= 0, "accuracy_floor_pct_of_baseline must be ≥ 0", pct),
-            (absolute is None or 0 <= absolute <= 1, "accuracy_floor_absolute must be in [0, 1]", absolute),
-            (watts is None or watts >= 0, "power_watts must be ≥ 0", watts),
-            (grid is None or grid >= 0, "grid_kg_co2_per_kwh must be ≥ 0", grid),
-            (
-                not generative or per_token is not None,
-                "per_token_target_ms must be set for a causal LM",
-                per_token,
-            ),
-            (per_token is None or per_token > 0, "per_token_target_ms must be > 0", per_token),
-            (
-                isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 1,
-                "output_tokens_per_request must be a whole number ≥ 1",
-                tokens,
-            ),
-            (
-                self.perplexity_increase_pct >= 0,
-                "perplexity_increase_pct must be ≥ 0",
-                self.perplexity_increase_pct,
-            ),
-        ]
-        for ok, message, value in rules:
-            if not ok:
-                raise ValueError(f"{message}, got {value}")
-
-    @property
-    def is_generative(self) -> bool:
-        return self.task == CAUSAL_LM
+    def rank(self, row: ModelEconomics) -> Decimal:
+        """Sorts better quality first; unmeasured quality last."""
+        quality = row.accuracy if self.quality_kind == ACCURACY else row.perplexity
+        if quality is None:
+            return Decimal("Infinity")
+        return -quality if self.higher_is_better else quality
 
 
-@dataclass(frozen=True)
-class ModelEconomics:
-    key: str
-    name: str
-    is_baseline: bool
-    accuracy: Decimal
-    p95_batch1_ms: Decimal | None  # causal LM: of the whole generation
-    feasible: bool
-    blockers: tuple[str, ...]
-    capacity_rps: Decimal
-    replicas: int | None
-    monthly_cost: Decimal | None
-    cost_per_million: Decimal | None
-    monthly_savings: Decimal | None
-    one_time_cost: Decimal
-    payback_months: Decimal | None
-    roi: Decimal | None
-    total_cost_over_horizon: Decimal | None
-    energy_kwh_month: Decimal | None
-    co2_kg_month: Decimal | None
-    # Causal LMs only (None for classification).
-    perplexity: Decimal | None = None
-    perplexity_change: Decimal | None = None  # relative to the baseline: 0.12 = 12% higher
-    exact_match: Decimal | None = None
-    ttft_p95_batch1_ms: Decimal | None = None
-    itl_p95_batch1_ms: Decimal | None = None
-    tokens_per_s_capacity: Decimal | None = None  # output tokens/s per replica at the capacity
-    cost_per_million_tokens: Decimal | None = None  # per 1M output tokens
+def _accuracy_floor(baseline_accuracy: Decimal | None, e: Economics) -> Decimal | None:
+    if e.accuracy_floor_absolute is not None:
+        return e.accuracy_floor_absolute
+    if baseline_accuracy is None or e.accuracy_floor_pct_of_baseline is None:
+        return None  # relative to an accuracy that was not measured: unknown
+    return baseline_accuracy * e.accuracy_floor_pct_of_baseline / 100
 
 
-@dataclass(frozen=True)
-class Recommendation:
-    key: str | None
-    name: str | None
-    keeps_baseline: bool
-    reason: str
+def _classification_latency(b1: LatencyPoint | None, e: Economics) -> list[_Check]:
+    if b1 is None:
+        return [_Check(P95, e.p95_target_ms, None, None, None, timed=False)]
+    return [_check(P95, e.p95_target_ms, b1.p95_ms, b1.p95_low_ms, b1.p95_high_ms)]
 
 
-@dataclass(frozen=True)
-class RoiReport:
-    economics: Economics
-    peak_rps: Decimal
-    accuracy_floor: Decimal | None  # None for a causal LM
-    rows: tuple[ModelEconomics, ...]
-    recommendation: Recommendation
-    perplexity_ceiling: Decimal | None = None  # causal LM: B × (1 + c/100); None if B is unmeasured
-
-    def row(self, key: str) -> ModelEconomics:
-        for row in self.rows:
-            if row.key == key:
-                return row
-        raise KeyError(key)
-
-    @property
-    def baseline(self) -> ModelEconomics:
-        return next(row for row in self.rows if row.is_baseline)
+def _generation_latency(b1: LatencyPoint | None, e: Economics) -> list[_Check]:
+    ttft_target, itl_target = e.p95_target_ms, e.itl_target_ms
+    if b1 is None:
+        return [_Check(k, t, None, None, None, False) for k, t in ((TTFT, ttft_target), (ITL, itl_target))]
+    ttft = _check(TTFT, ttft_target, b1.ttft_p95_ms, b1.ttft_p95_low_ms, b1.ttft_p95_high_ms)
+    itl = _check(ITL, itl_target, b1.itl_p95_ms, b1.itl_p95_low_ms, b1.itl_p95_high_ms)
+    return [
+        ttft if b1.ttft_p50_ms is not None else _Check(TTFT, ttft_target, None, None, None, False),
+        itl if b1.itl_p50_ms is not None else _Check(ITL, itl_target, None, None, None, False),
+    ]
 
 
-def capacity_rps(latency: Sequence[LatencyPoint], p95_target_ms: Decimal) -> Decimal:
-    """Requests/s one replica sustains: the best batch size whose p95 meets the target (0 if none)."""
-    target = _d(p95_target_ms)
-    best = Decimal(0)
-    for point in latency:
-        if _d(point.p95_ms) > target:
-            continue
-        p50 = _d(point.p50_ms)
-        if p50 <= 0:
-            raise ValueError(f"p50 at batch {point.batch_size} must be > 0 ms, got {p50}")
-        # Throughput uses the median batch time; p95 only decides which batch sizes are allowed.
-        best = max(best, Decimal(point.batch_size) * 1000 / p50)
-    return best
+_RULES = {
+    CLASSIFICATION: _TaskRule(
+        ACCURACY,
+        BASELINE_ACCURACY,
+        FRACTION,
+        True,
+        quality=lambda m: _optional(m.accuracy),
+        limit=_accuracy_floor,
+        latency_at_batch1=_classification_latency,
+        capacity=lambda latency, e, side: classification_capacity(latency, e.p95_target_ms, side),
+    ),
+    CAUSAL_LM: _TaskRule(
+        PERPLEXITY,
+        BASELINE_PERPLEXITY,
+        PLAIN,
+        False,
+        quality=lambda m: _optional(m.perplexity),
+        limit=lambda base, e: perplexity_ceiling(base, e.perplexity_increase_pct),
+        latency_at_batch1=_generation_latency,
+        capacity=lambda latency, e, side: generation_capacity(
+            latency, e.p95_target_ms, e.itl_target_ms, e.output_tokens_per_request, side
+        ),
+    ),
+}
 
 
-def _timed_for_generation(point: LatencyPoint) -> bool:
-    return None not in (point.ttft_p50_ms, point.ttft_p95_ms, point.itl_p50_ms, point.itl_p95_ms)
+def capacity(m: ModelMeasurement, e: Economics, side: str = POINT, static: bool = False) -> Capacity:
+    """The capacity of ``m`` under the targets of ``e`` with the batch size behind it: its goodput where
+    measured under them (the same on every side), else (or when ``static``) the static capacity on ``side``
+    (POINT, SLOW or FAST) of the measurements' intervals."""
+    g = None if static else goodput_for(m, e)
+    return _RULES[e.task].capacity(m.latency, e, side) if g is None else Capacity(_d(g.rps), g.max_batch)
 
 
-def request_ms(point: LatencyPoint, output_tokens: int) -> Decimal:
-    """Median time of one generation of ``output_tokens`` tokens at this batch size: TTFT p50, then
-    ``output_tokens − 1`` decode steps at the ITL p50."""
-    if not _timed_for_generation(point):
-        raise ValueError(f"batch {point.batch_size} has no TTFT and inter-token timings")
-    return _d(point.ttft_p50_ms) + (output_tokens - 1) * _d(point.itl_p50_ms)
-
-
-def generation_capacity_rps(
-    latency: Sequence[LatencyPoint], ttft_target_ms: Decimal, per_token_target_ms: Decimal, output_tokens: int
-) -> Decimal:
-    """Generations/s one replica sustains: the best ``b × 1000 / t(b)`` over batch sizes whose TTFT p95
-    and inter-token p95 both meet their targets (0 if none). Points without generation timings are not
-    counted."""
-    ttft_target, itl_target = _d(ttft_target_ms), _d(per_token_target_ms)
-    best = Decimal(0)
-    for point in latency:
-        if not _timed_for_generation(point):
-            continue
-        if _d(point.ttft_p95_ms) > ttft_target or _d(point.itl_p95_ms) > itl_target:
-            continue
-        t = request_ms(point, output_tokens)
-        if t <= 0:
-            raise ValueError(f"the request time at batch {point.batch_size} must be > 0 ms, got {t}")
-        best = max(best, Decimal(point.batch_size) * 1000 / t)
-    return best
-
-
-def model_capacity_rps(m: ModelMeasurement, economics: Economics) -> Decimal:
-    """The capacity of ``m`` under the targets of ``economics``, by its task."""
-    e = economics
-    if e.is_generative:
-        return generation_capacity_rps(
-            m.latency, e.p95_target_ms, e.per_token_target_ms, e.output_tokens_per_request
-        )
-    return capacity_rps(m.latency, e.p95_target_ms)
+# ---------------------------------------------------------------------------------------------------------
+# Costs
 
 
 def peak_rps(economics: Economics) -> Decimal:
     return economics.requests_per_day / SECONDS_PER_DAY * economics.peak_factor
-
-
-def replicas_needed(peak: Decimal, capacity: Decimal, utilisation: Decimal) -> int | None:
-    """Replicas that keep each one at or below the target utilisation at peak; None if capacity is 0."""
-    if capacity <= 0:
-        return None
-    needed = peak / (capacity * utilisation)
-    whole = needed.to_integral_value()
-    if abs(needed - whole) <= whole * _WHOLE_TOLERANCE:
-        needed = whole
-    # At least one replica: the service exists even with no traffic.
-    return max(1, math.ceil(needed))
-
-
-def cost_per_million(price_per_hour: Decimal, capacity: Decimal, utilisation: Decimal) -> Decimal | None:
-    """Hardware cost of one million requests served at the target utilisation; None if capacity is 0."""
-    if capacity <= 0:
-        return None
-    return price_per_hour / (capacity * utilisation * 3600) * 1_000_000
 
 
 def perplexity_ceiling(baseline_perplexity: Decimal | None, increase_pct: Decimal) -> Decimal | None:
@@ -322,6 +286,22 @@ def perplexity_ceiling(baseline_perplexity: Decimal | None, increase_pct: Decima
     if baseline_perplexity is None:
         return None
     return baseline_perplexity * (1 + increase_pct / 100)
+
+
+def _monthly(replicas: int | None, e: Economics) -> Decimal | None:
+    return None if replicas is None else replicas * e.price_per_hour * HOURS_PER_MONTH
+
+
+def maintenance(m: ModelMeasurement, e: Economics) -> Decimal | None:
+    """The recurring cost a month of serving ``m`` instead of the current model (see the definitions)."""
+    if m.is_baseline:
+        return Decimal(0)
+    upkeep = e.maintenance_hours_per_month * e.engineering_rate
+    if not e.teacher_updates_per_year:
+        return upkeep
+    if m.device_hours is None:
+        return None
+    return upkeep + _d(m.device_hours) * e.price_per_hour * e.teacher_updates_per_year / 12
 
 
 def evaluate(measurements: Sequence[ModelMeasurement], economics: Economics) -> RoiReport:
@@ -332,83 +312,72 @@ def evaluate(measurements: Sequence[ModelMeasurement], economics: Economics) -> 
     keys = [m.key for m in measurements]
     if len(set(keys)) != len(keys):
         raise ValueError("measurement keys must be unique")
-    e = economics
-    floor: Decimal | None = None
-    ceiling: Decimal | None = None
+    e, rule, baseline = economics, _RULES[economics.task], baselines[0]
     if e.is_generative:
         for m in measurements:
             if m.perplexity is not None and not (_d(m.perplexity).is_finite() and m.perplexity > 0):
                 raise ValueError(f"perplexity of {m.name} must be a finite number > 0, got {m.perplexity}")
-        ceiling = perplexity_ceiling(_optional(baselines[0].perplexity), e.perplexity_increase_pct)
-    elif e.accuracy_floor_absolute is not None:
-        floor = e.accuracy_floor_absolute
-    else:
-        floor = _d(baselines[0].accuracy) * e.accuracy_floor_pct_of_baseline / 100
+    limit = rule.limit(rule.quality(baseline), e)
     peak = peak_rps(e)
-    base_replicas = replicas_needed(peak, model_capacity_rps(baselines[0], e), e.target_utilisation)
-    base_monthly = None if base_replicas is None else base_replicas * e.price_per_hour * HOURS_PER_MONTH
-    base_perplexity = _optional(baselines[0].perplexity)
-    rows = tuple(_row(m, e, floor, ceiling, base_perplexity, peak, base_monthly) for m in measurements)
-    return RoiReport(e, peak, floor, rows, _recommend(rows, e, floor, ceiling), ceiling)
+    base_monthly = _monthly(replicas_needed(peak, capacity(baseline, e).rps, utilisation(baseline, e)), e)
+    base_perplexity = _optional(baseline.perplexity)
+    rows = tuple(_row(m, e, rule, limit, base_perplexity, peak, base_monthly) for m in measurements)
+    floor = None if e.is_generative else limit
+    ceiling = limit if e.is_generative else None
+    return RoiReport(e, peak, floor, rows, _recommend(rows, measurements, rule), ceiling)
 
 
 def _row(
     m: ModelMeasurement,
     e: Economics,
-    floor: Decimal | None,
-    ceiling: Decimal | None,
+    rule: _TaskRule,
+    limit: Decimal | None,
     base_perplexity: Decimal | None,
     peak: Decimal,
     base_monthly: Decimal | None,
 ) -> ModelEconomics:
-    accuracy = _d(m.accuracy)
     batch1 = next((p for p in m.latency if p.batch_size == 1), None)
-    p95_batch1 = None if batch1 is None else _d(batch1.p95_ms)
-    capacity = model_capacity_rps(m, e)
-    replicas = replicas_needed(peak, capacity, e.target_utilisation)
-    monthly = None if replicas is None else replicas * e.price_per_hour * HOURS_PER_MONTH
-    savings = None if monthly is None or base_monthly is None else base_monthly - monthly
+    cap, served, load = capacity(m, e), goodput_for(m, e), utilisation(m, e)
+    replicas = replicas_needed(peak, cap.rps, load)
+    monthly = _monthly(replicas, e)
+    upkeep = maintenance(m, e)
+    running = None if monthly is None or upkeep is None else monthly + upkeep  # serving + maintenance
+    savings = None if running is None or base_monthly is None else base_monthly - running
+    one_time: Decimal | None
     if m.is_baseline:
         one_time = Decimal(0)
+    elif m.device_hours is None:
+        one_time = None  # not measured: the compression run's cost is unknown, not free
     else:
         one_time = e.engineering_hours * e.engineering_rate + _d(m.device_hours) * e.price_per_hour
-    payback = one_time / savings if savings is not None and savings > 0 else None
-    roi = None if savings is None or one_time == 0 else (savings * e.horizon_months - one_time) / one_time
-    total = None if monthly is None else one_time + e.horizon_months * monthly
+    payback = one_time / savings if one_time is not None and savings is not None and savings > 0 else None
+    roi = None
+    if one_time is not None and savings is not None and one_time != 0:
+        roi = (savings * e.horizon_months - one_time) / one_time
+    total = None if running is None or one_time is None else one_time + e.horizon_months * running
+    # The costs that do not depend on the capacity: the one-time cost and the maintenance over the horizon.
+    fixed = None if one_time is None or upkeep is None else one_time + e.horizon_months * upkeep
+    slow_total, fast_total = (_total_on(side, m, e, peak, fixed) for side in (SLOW, FAST))
     energy = None
     if replicas is not None and e.power_watts is not None:
         energy = replicas * e.power_watts * HOURS_PER_MONTH / 1000
     co2 = None if energy is None or e.grid_kg_co2_per_kwh is None else energy * e.grid_kg_co2_per_kwh
-    per_million = cost_per_million(e.price_per_hour, capacity, e.target_utilisation)
-    generation: dict = {}
-    if e.is_generative:
-        perplexity = _optional(m.perplexity)
-        ttft = _optional(batch1.ttft_p95_ms) if batch1 is not None else None
-        itl = _optional(batch1.itl_p95_ms) if batch1 is not None else None
-        tokens = e.output_tokens_per_request
-        generation = {
-            "perplexity": perplexity,
-            "perplexity_change": (
-                perplexity / base_perplexity - 1 if perplexity is not None and base_perplexity else None
-            ),
-            "exact_match": _optional(m.exact_match),
-            "ttft_p95_batch1_ms": ttft,
-            "itl_p95_batch1_ms": itl,
-            "tokens_per_s_capacity": capacity * tokens,
-            "cost_per_million_tokens": None if per_million is None else per_million / tokens,
-        }
-        blockers = _generation_blockers(perplexity, base_perplexity, ceiling, ttft, itl, capacity, e)
-    else:
-        blockers = _blockers(accuracy, floor, p95_batch1, capacity, e.p95_target_ms)
+    per_million = cost_per_million(e.price_per_hour, cap.rps, load)
+    checks = rule.latency_at_batch1(batch1, e)
+    blockers, undecided = _blockers(m, checks, rule, limit, e, capacity(m, e, FAST).rps == 0)
+    perplexity = _optional(m.perplexity) if e.is_generative else None
+    latencies = {check.kind: check.value for check in checks}
+    tokens = e.output_tokens_per_request
     return ModelEconomics(
         key=m.key,
         name=m.name,
         is_baseline=m.is_baseline,
-        accuracy=accuracy,
-        p95_batch1_ms=p95_batch1,
-        feasible=not blockers,
+        accuracy=_optional(m.accuracy),
+        p95_batch1_ms=None if batch1 is None else _optional(batch1.p95_ms),
+        feasible=not blockers and not undecided,
         blockers=blockers,
-        capacity_rps=capacity,
+        capacity_rps=cap.rps,
+        capacity_batch_size=cap.batch_size,
         replicas=replicas,
         monthly_cost=monthly,
         cost_per_million=per_million,
@@ -419,149 +388,212 @@ def _row(
         total_cost_over_horizon=total,
         energy_kwh_month=energy,
         co2_kg_month=co2,
-        **generation,
+        perplexity=perplexity,
+        perplexity_change=(
+            perplexity / base_perplexity - 1 if perplexity is not None and base_perplexity else None
+        ),
+        exact_match=_optional(m.exact_match) if e.is_generative else None,
+        ttft_p95_batch1_ms=latencies.get(TTFT),
+        itl_p95_batch1_ms=latencies.get(ITL),
+        tokens_per_s_capacity=cap.rps * tokens if e.is_generative else None,
+        cost_per_million_tokens=per_million / tokens if e.is_generative and per_million is not None else None,
+        verdict=INFEASIBLE if blockers else UNDECIDED if undecided else FEASIBLE,
+        undecided=undecided,
+        slow_total_cost=slow_total,
+        fast_total_cost=fast_total,
+        monthly_maintenance=upkeep,
+        goodput=served,
+        static_capacity_rps=capacity(m, e, static=True).rps,
     )
 
 
+def _total_on(
+    side: str, m: ModelMeasurement, e: Economics, peak: Decimal, one_time: Decimal | None
+) -> Decimal | None:
+    """The total over the horizon with the capacity on ``side`` of the intervals."""
+    monthly = _monthly(replicas_needed(peak, capacity(m, e, side).rps, utilisation(m, e)), e)
+    return None if monthly is None or one_time is None else one_time + e.horizon_months * monthly
+
+
+def _latency_blocker(check: _Check, samples: int | None) -> tuple[Blocker | None, Blocker | None]:
+    """(a clear miss, or why it cannot be told) for one latency check on a clean measurement."""
+    if not check.timed:
+        return Blocker(check.kind, None, check.target, MS), None  # not measured: a miss, as before
+    if check.value is None or check.low is None or check.high is None:
+        needed = Decimal(samples_needed(P95_QUANTILE))
+        count = None if samples is None else Decimal(samples)
+        return None, Blocker(TOO_FEW_SAMPLES, count, needed, SAMPLES, about=check.kind)
+    if check.high <= check.target:
+        return None, None
+    if check.low > check.target:
+        return Blocker(check.kind, check.value, check.target, MS), None
+    return None, Blocker(BORDERLINE, check.value, check.target, MS, check.kind, check.low, check.high)
+
+
 def _blockers(
-    accuracy: Decimal, floor: Decimal, p95_batch1: Decimal | None, capacity: Decimal, target: Decimal
-) -> tuple[str, ...]:
-    blockers = []
-    if accuracy < floor:
-        gap = _amount((floor - accuracy) * 100)
-        blockers.append(
-            f"accuracy {percent_text(accuracy)} is {gap} points below the floor of {percent_text(floor)}"
-        )
-    if p95_batch1 is None:
-        blockers.append("p95 at batch 1 was not measured")
-    elif p95_batch1 > target:
-        gap = _amount(p95_batch1 - target)
-        blockers.append(f"p95 at batch 1 is {p95_batch1:.1f} ms, {gap} ms over the {ms_text(target)} target")
-    if capacity == 0:
-        blockers.append(f"no batch size meets the {ms_text(target)} p95 target")
-    return tuple(blockers)
-
-
-def _generation_blockers(
-    perplexity: Decimal | None,
-    base_perplexity: Decimal | None,
-    ceiling: Decimal | None,
-    ttft: Decimal | None,
-    itl: Decimal | None,
-    capacity: Decimal,
+    m: ModelMeasurement,
+    checks: list[_Check],
+    rule: _TaskRule,
+    limit: Decimal | None,
     e: Economics,
-) -> tuple[str, ...]:
-    blockers = []
-    ttft_target, itl_target = e.p95_target_ms, e.per_token_target_ms
-    if perplexity is None:
-        blockers.append("perplexity was not measured")
-    elif ceiling is None:
-        blockers.append("the baseline's perplexity was not measured")
-    elif perplexity > ceiling:
-        rise = _amount((perplexity / base_perplexity - 1) * 100)
-        blockers.append(
-            f"perplexity {perplexity_text(perplexity)} is {rise}% above the baseline's "
-            f"{perplexity_text(base_perplexity)} (limit +{number_text(e.perplexity_increase_pct)}%)"
+    no_capacity: bool,
+) -> tuple[tuple[Blocker, ...], tuple[Blocker, ...]]:
+    """Every target ``m`` clearly misses, in a fixed order (quality, each latency target at batch 1,
+    capacity), and every check that cannot be told from its measurement. An unstable measurement misses
+    no latency target and is undecided on all of them (one UNSTABLE blocker) whatever its figures."""
+    out, undecided = [], []
+    quality = rule.quality_blocker(rule.quality(m), limit)
+    if quality is not None:
+        out.append(quality)
+    unstable = next((p for p in m.latency if p.unstable), None)
+    batch1 = next((p for p in m.latency if p.batch_size == 1), None)
+    for check in checks:
+        if unstable is not None and check.timed:
+            continue
+        miss, unsure = _latency_blocker(check, None if batch1 is None else batch1.iterations)
+        out += [miss] if miss else []
+        undecided += [unsure] if unsure else []
+    if unstable is not None:
+        undecided.append(
+            Blocker(UNSTABLE, None, None, PLAIN, reason=unstable.unstable, batch_size=unstable.batch_size)
         )
-    if ttft is None:
-        blockers.append("TTFT at batch 1 was not measured")
-    elif ttft > ttft_target:
-        gap = _amount(ttft - ttft_target)
-        blockers.append(
-            f"TTFT p95 at batch 1 is {ttft:.1f} ms, {gap} ms over the {ms_text(ttft_target)} target"
-        )
-    if itl is None:
-        blockers.append("inter-token latency at batch 1 was not measured")
-    elif itl > itl_target:
-        gap = _amount(itl - itl_target)
-        blockers.append(
-            f"inter-token p95 at batch 1 is {itl:.1f} ms, {gap} ms over the {ms_text(itl_target)} "
-            "per-token target"
-        )
-    if capacity == 0:
-        blockers.append(
-            f"no batch size meets the {ms_text(ttft_target)} TTFT and {ms_text(itl_target)} per-token targets"
-        )
-    return tuple(blockers)
+    elif no_capacity:
+        # Not even at the fast end of the intervals does a batch size meet the targets.
+        out.append(Blocker(NO_BATCH_SIZE, None, e.p95_target_ms, MS))
+    return tuple(out), tuple(undecided)
+
+
+def _unstable(row: ModelEconomics) -> bool:
+    return any(b.kind == UNSTABLE for b in row.undecided)
 
 
 def quality_rank(row: ModelEconomics, economics: Economics) -> Decimal:
     """Sorts better quality first: higher accuracy, or for a causal LM lower perplexity."""
-    if economics.is_generative:
-        return row.perplexity if row.perplexity is not None else Decimal("Infinity")
-    return -row.accuracy
+    return _RULES[economics.task].rank(row)
 
 
 def _recommend(
-    rows: tuple[ModelEconomics, ...], e: Economics, floor: Decimal | None, ceiling: Decimal | None
+    rows: tuple[ModelEconomics, ...], measurements: Sequence[ModelMeasurement], rule: _TaskRule
 ) -> Recommendation:
-    feasible = [r for r in rows if r.feasible]
-    if not feasible:
-        details = " ".join(f"{r.name}: {'; '.join(r.blockers)}." for r in rows)
-        return Recommendation(None, None, False, f"No model meets the targets. {details}")
-    # Feasible implies batch 1 meets the target, so capacity > 0 and the total is known.
-    best = min(feasible, key=lambda r: (r.total_cost_over_horizon, quality_rank(r, e), not r.is_baseline))
-    if best.is_baseline:
-        reason = (
-            f"Keep the current model: no compressed candidate that meets the targets costs less over "
-            f"{e.horizon_months} months ({_money(best.total_cost_over_horizon)} for the current model)."
-        )
-        return Recommendation(best.key, best.name, True, reason)
     base = next(r for r in rows if r.is_baseline)
-    if e.is_generative:
-        targets = (
-            f"the {ms_text(e.p95_target_ms)} TTFT and {ms_text(e.per_token_target_ms)} per-token targets"
-        )
-        if base.total_cost_over_horizon is None:
-            versus = f"; the current model cannot serve within {targets}"
-        else:
-            versus = f" vs {_money(base.total_cost_over_horizon)} for the current model"
-        reason = (
-            f"Switch to {best.name}: it keeps perplexity within +{number_text(e.perplexity_increase_pct)}% of "
-            f"the baseline's ({perplexity_text(ceiling)} at most) and meets {targets} at the lowest "
-            f"{e.horizon_months}-month total cost ({_money(best.total_cost_over_horizon)}{versus})."
-        )
-    else:
-        if base.total_cost_over_horizon is None:
-            versus = f"; the current model cannot serve within the {ms_text(e.p95_target_ms)} p95 target"
-        else:
-            versus = f" vs {_money(base.total_cost_over_horizon)} for the current model"
-        reason = (
-            f"Switch to {best.name}: it meets the {percent_text(floor)} accuracy floor and the "
-            f"{ms_text(e.p95_target_ms)} p95 target at the lowest {e.horizon_months}-month total cost "
-            f"({_money(best.total_cost_over_horizon)}{versus})."
-        )
-    if base.total_cost_over_horizon is not None and not base.feasible:
-        reason += " The current model does not meet the targets."
-    elif best.payback_months is not None:
-        reason += f" It pays back in {best.payback_months:.1f} months."
-    return Recommendation(best.key, best.name, False, reason)
+    relative = {m.key for m in measurements if any(p.speedup_low is not None for p in m.latency)}
+
+    def order(r: ModelEconomics, total: Decimal | None) -> tuple[bool, Decimal, Decimal, bool]:
+        return (total is None, total if total is not None else Decimal(0), rule.rank(r), not r.is_baseline)
+
+    def holds(c: ModelEconomics) -> bool:
+        """Whether switching to ``c`` beats the baseline even at the slow end of c's intervals (against the
+        baseline's fast end, unless c's speedup interval already holds both models' noise)."""
+        if base.verdict == INFEASIBLE:
+            return True
+        if base.verdict == UNDECIDED and (_unstable(base) or base.total_cost_over_horizon is None):
+            return False
+        reference = base.fast_total_cost
+        if base.verdict == FEASIBLE and c.key in relative:
+            reference = base.total_cost_over_horizon
+        return order(c, c.slow_total_cost) < order(base, reference)
+
+    clear = [r for r in rows if r.feasible and not r.is_baseline]
+    chosen = [c for c in clear if holds(c)] + ([base] if base.feasible else [])
+    if not chosen:
+        pending = [r for r in rows if r.verdict == UNDECIDED]
+        if base.verdict == UNDECIDED or (pending and base.verdict == INFEASIBLE):
+            pending.sort(key=lambda r: not r.is_baseline)
+            unstable = any(_unstable(r) for r in pending)
+            keys = tuple(r.key for r in pending)
+            return Recommendation(
+                None, None, UNDECIDED, pending=keys, rerun=QUIET_HOST if unstable else MORE_ROUNDS
+            )
+        return Recommendation(None, None, BLOCKED)
+    best = min(chosen, key=lambda r: order(r, r.total_cost_over_horizon))
+    # A model cheaper at the measured figures that was not chosen: its saving is inside the intervals.
+    tempting = [
+        r
+        for r in rows
+        if r.verdict != INFEASIBLE
+        and not r.is_baseline
+        and order(r, r.total_cost_over_horizon) < order(best, best.total_cost_over_horizon)
+    ]
+    within = min(tempting, key=lambda r: order(r, r.total_cost_over_horizon)).key if tempting else None
+    return Recommendation(
+        best.key, best.name, KEEP if best.is_baseline else SWITCH, within_uncertainty=within
+    )
 
 
-# Display helpers for the sentences above (selectors words them in other languages with the same
-# helpers); the numbers in the rows stay unrounded.
-def percent_text(fraction: Decimal) -> str:
-    return f"{fraction * 100:.1f}%"
+# ---------------------------------------------------------------------------------------------------------
+# Why a request is blocked, as plain JSON (Decimals as strings) that the portfolio stores.
 
 
-def ms_text(value: Decimal) -> str:
-    return f"{value.normalize():f} ms"
+def blocking_targets(report: RoiReport) -> dict[str, dict[str, str | None]]:
+    """When no model meets the targets: which target blocks, and how close the best model came.
+
+    A model that met both would be feasible, so every model that keeps the accuracy floor misses the
+    latency target (then "p95" says how fast the fastest of them is) and every model within the latency
+    target misses the floor (then "accuracy" says how accurate the most accurate of them is; its "best"
+    is None when no such model's accuracy was measured, its "floor" None when the floor is relative to an
+    unmeasured baseline). Empty when some model is feasible."""
+    if not report.recommendation.blocked:
+        return {}
+    if report.economics.is_generative:
+        return _generation_blocking_targets(report)
+    floor, target = report.accuracy_floor, report.economics.p95_target_ms
+    accurate = [r for r in report.rows if not (r.misses(ACCURACY) or r.misses(BASELINE_ACCURACY))]
+    fast = [r for r in report.rows if not r.misses(P95)]
+    out: dict[str, dict[str, str | None]] = {}
+    if accurate or not fast:
+        timed = [(r.p95_batch1_ms, r) for r in accurate or report.rows if r.p95_batch1_ms is not None]
+        best = min(timed, key=lambda pair: pair[0])[1] if timed else None
+        out["p95"] = {
+            "target_ms": str(target),
+            "best_ms": _text(best.p95_batch1_ms) if best else None,
+            "candidate": best.name if best else None,
+        }
+    if fast or not accurate:
+        scored = [(r.accuracy, r) for r in fast or report.rows if r.accuracy is not None]
+        most = max(scored, key=lambda pair: pair[0])[1] if scored else None
+        out["accuracy"] = {
+            "floor": _text(floor),
+            "best": _text(most.accuracy) if most else None,
+            "candidate": most.name if most else None,
+        }
+    return out
 
 
-def number_text(value: Decimal) -> str:
-    """A setting as a person typed it: 10, not 10.00 or 1E+1."""
-    return f"{value.normalize():f}"
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
 
 
-def perplexity_text(value: Decimal) -> str:
-    return f"{value:.2f}"
-
-
-def _amount(value: Decimal) -> str:
-    shown = f"{value:.1f}"
-    # A real but tiny gap must not read as "0.0 points below".
-    return "less than 0.1" if shown == "0.0" else shown
-
-
-def _money(value: Decimal) -> str:
-    return f"{value:,.2f}"
+def _generation_blocking_targets(report: RoiReport) -> dict[str, dict[str, str | None]]:
+    """blocking_targets for text generation: "latency" (the model that keeps the perplexity limit and comes
+    closest to both latency targets) and "perplexity" (the lowest perplexity within the latency targets)."""
+    e, ceiling = report.economics, report.perplexity_ceiling
+    ttft_target, itl_target = e.p95_target_ms, e.itl_target_ms
+    good = [r for r in report.rows if not (r.misses(PERPLEXITY) or r.misses(BASELINE_PERPLEXITY))]
+    fast = [r for r in report.rows if not (r.misses(TTFT) or r.misses(ITL))]
+    out: dict[str, dict[str, str | None]] = {}
+    if good or not fast:
+        # Closest to meeting both: the smallest worse ratio of a latency to its target.
+        timed = [
+            (max(r.ttft_p95_batch1_ms / ttft_target, r.itl_p95_batch1_ms / itl_target), r)
+            for r in good or report.rows
+            if r.ttft_p95_batch1_ms is not None and r.itl_p95_batch1_ms is not None
+        ]
+        best = min(timed, key=lambda pair: pair[0])[1] if timed else None
+        out["latency"] = {
+            "ttft_target_ms": str(ttft_target),
+            "itl_target_ms": str(itl_target),
+            "ttft_ms": _text(best.ttft_p95_batch1_ms) if best else None,
+            "itl_ms": _text(best.itl_p95_batch1_ms) if best else None,
+            "candidate": best.name if best else None,
+        }
+    if fast or not good:
+        measured = [(r.perplexity, r) for r in fast or report.rows if r.perplexity is not None]
+        lowest = min(measured, key=lambda pair: pair[0])[1] if measured else None
+        out["perplexity"] = {
+            "ceiling": _text(ceiling),
+            "baseline": _text(report.baseline.perplexity),
+            "increase_pct": str(e.perplexity_increase_pct),
+            "best": _text(lowest.perplexity) if lowest else None,
+            "candidate": lowest.name if lowest else None,
+        }
+    return out

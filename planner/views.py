@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
+
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -8,17 +11,23 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.choices import BaseChoiceIterator
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from planner import exports, permissions, selectors, services
+from planner import permissions, selectors, services
+from planner.dashboard import exports
+from planner.dashboard import portfolio as portfolio_figures
+from planner.dashboard.request import RequestDashboard, candidate_page, poc_request_dashboard
 from planner.dashboard_forms import PortfolioFilterForm, WhatIfForm
 from planner.forms import DEFAULTS, DecisionForm, HardwareProfileForm, PocRequestForm
 from planner.models import Candidate, HardwareProfile, PocRequest
 from plugins import registry
 from plugins.base import ParamError
+from workers.record import Measurement
 
 PORTFOLIO_PAGE_SIZE = 50
+MEASUREMENT_FIELDS = [f.name for f in dataclasses.fields(Measurement)]
 BLOCKED_SHOWN = 20
 
 
@@ -41,7 +50,9 @@ def request_list(request: HttpRequest) -> HttpResponse:
         {
             "page": page,
             # Said only when there is nothing to list: one query fewer on every other page.
-            "has_team": page.paginator.count > 0 or request.user.teams.exists(),
+            # (LoginRequiredMiddleware lets only signed-in users this far.)
+            "has_team": page.paginator.count > 0
+            or (request.user.is_authenticated and request.user.teams.exists()),
             "can_file": permissions.can_file_requests(request.user),
         },
     )
@@ -59,9 +70,9 @@ def portfolio(request: HttpRequest) -> HttpResponse:
         {
             "filter_form": form,
             "page": page,
-            "totals": selectors.portfolio_totals(requests=poc_requests),
-            "counts": selectors.portfolio_outcome_counts(requests=poc_requests),
-            "blocked": selectors.portfolio_blocked(requests=poc_requests, limit=BLOCKED_SHOWN),
+            "totals": portfolio_figures.portfolio_totals(requests=poc_requests),
+            "counts": portfolio_figures.portfolio_outcome_counts(requests=poc_requests),
+            "blocked": portfolio_figures.portfolio_blocked(requests=poc_requests, limit=BLOCKED_SHOWN),
             "blocked_shown": BLOCKED_SHOWN,
         },
     )
@@ -95,6 +106,11 @@ def request_create(request: HttpRequest) -> HttpResponse:
                 poc_request = services.poc_request_create(owner=request.user, **form.service_kwargs())
             except ParamError as exc:
                 form.add_error("candidates", str(exc))
+            except ValidationError as exc:
+                # The service checks the model again (its files may have changed since the form read them):
+                # its refusal goes next to the field it names, or above the form, never a server error.
+                for field, errors in exc.update_error_dict({}).items():
+                    form.add_error(field if field in form.fields else None, errors)
             else:
                 messages.success(request, _("Request filed; the worker measures the baseline first."))
                 return redirect("planner:request-detail", pk=poc_request.pk)
@@ -113,8 +129,10 @@ def localise_form(form: PocRequestForm) -> PocRequestForm:
             field.label = _(str(field.label))
         if field.help_text:
             field.help_text = _(str(field.help_text))
-        if getattr(field, "choices", None) and not hasattr(field, "queryset"):
-            field.choices = [(value, _localise_choice(str(label))) for value, label in field.choices]
+        if isinstance(field, forms.ChoiceField) and not hasattr(field, "queryset"):
+            choices = field.choices  # as Django keeps them: a list of pairs, or a lazy iterator over them
+            if isinstance(choices, list | BaseChoiceIterator) and choices:
+                field.choices = [(value, _localise_choice(str(label))) for value, label in choices]
     return form
 
 
@@ -134,13 +152,13 @@ def _get_request(request: HttpRequest, pk: int) -> PocRequest:
         raise Http404("No such request") from None
 
 
-def _dashboard(request: HttpRequest, pk: int) -> tuple[selectors.RequestDashboard, WhatIfForm]:
+def _dashboard(request: HttpRequest, pk: int) -> tuple[RequestDashboard, WhatIfForm]:
     """The request's dashboard, under the what-if economics in the query string when they are valid (when
     they are not, the form says why next to the control and the page shows the request's own figures)."""
     poc_request = _get_request(request, pk)
     whatif = WhatIfForm(request.GET, poc_request=poc_request)
     economics = whatif.economics if whatif.is_bound and whatif.is_valid() else None
-    return selectors.poc_request_dashboard(poc_request=poc_request, economics=economics), whatif
+    return poc_request_dashboard(poc_request=poc_request, economics=economics), whatif
 
 
 @require_GET
@@ -151,7 +169,7 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _render_detail(
     request: HttpRequest,
-    dashboard: selectors.RequestDashboard,
+    dashboard: RequestDashboard,
     whatif: WhatIfForm,
     decision_form: DecisionForm | None = None,
 ) -> HttpResponse:
@@ -186,14 +204,16 @@ def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
                 comment=form.cleaned_data["comment"],
             )
         except ValidationError as exc:
-            errors = exc.message_dict if hasattr(exc, "error_dict") else {None: exc.messages}
-            for field, field_errors in errors.items():
+            errors: list[tuple[str | None, list[str]]] = (
+                list(exc.message_dict.items()) if hasattr(exc, "error_dict") else [(None, exc.messages)]
+            )
+            for field, field_errors in errors:
                 form.add_error("comment" if field == "decision_comment" else None, field_errors)
             poc_request = _get_request(request, pk)  # as stored, not as the refused call left it
         else:
             messages.success(request, _("Decision recorded."))
             return redirect("planner:request-detail", pk=pk)
-    dashboard = selectors.poc_request_dashboard(poc_request=poc_request)
+    dashboard = poc_request_dashboard(poc_request=poc_request)
     return _render_detail(request, dashboard, WhatIfForm(None, poc_request=poc_request), form)
 
 
@@ -245,6 +265,8 @@ def candidate_measurement(request: HttpRequest, pk: int, candidate_pk: int) -> H
     except Candidate.DoesNotExist:
         raise Http404(_("No such candidate")) from None
     if request.GET.get("format") == "json":
+        m = candidate.measurement
+        figures = m.to_json() if m else {"latency": candidate.latency}
         return JsonResponse(
             {
                 "request": candidate.request_id,
@@ -253,17 +275,7 @@ def candidate_measurement(request: HttpRequest, pk: int, candidate_pk: int) -> H
                 "status": candidate.status,
                 "error": candidate.error,
                 "task": candidate.request.task,
-                "accuracy": candidate.accuracy,
-                "macro_f1": candidate.macro_f1,
-                "perplexity": candidate.perplexity,
-                "exact_match": candidate.exact_match,
-                "latency": candidate.latency,
-                "size_bytes": candidate.size_bytes,
-                "parameters": candidate.parameters,
-                "nonzero_parameters": candidate.nonzero_parameters,
-                "peak_memory_bytes": candidate.peak_memory_bytes,
-                "produce_seconds": candidate.produce_seconds,
-                "device_hours": candidate.device_hours,
+                **{name: figures.get(name) for name in MEASUREMENT_FIELDS},
                 "environment": candidate.environment,
                 "notes": candidate.notes,
                 "measured_at": candidate.measured_at,
@@ -273,7 +285,11 @@ def candidate_measurement(request: HttpRequest, pk: int, candidate_pk: int) -> H
     return render(
         request,
         "planner/candidate_measurement.html",
-        {"candidate": candidate, "poc_request": candidate.request},
+        {
+            "page": candidate_page(candidate=candidate),
+            "candidate": candidate,
+            "poc_request": candidate.request,
+        },
     )
 
 

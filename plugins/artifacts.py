@@ -1,18 +1,11 @@
 """Saving and loading models as directories that hold no code: safetensors, JSON config, tokenizer.
 
-Each way of storing a model is a format with one save/load pair, in ``FORMATS``:
-
-- ``transformers``: plain models (fp32, bf16, fp16) through transformers' ``save_pretrained`` /
-  ``from_pretrained``, kept in their stored dtype. No manifest.
-- ``roi-planner/dynamic-int8``: torch.ao dynamically quantized Linear layers and int8 Embedding layers,
-  stored as their integer values plus scales and zero points in safetensors; only this tool reloads them,
-  which the model card says.
-- ``roi-planner/torchao-weight-only``: torchao's quantized weight tensors, flattened into safetensors by
-  torchao's own safetensors helpers (the layout transformers writes for a ``TorchAoConfig`` model).
-
-Quantized formats write a manifest (``roi_planner.json``) naming the format and the quantized layers;
+A plain model (fp32, bf16, fp16) is saved by transformers' ``save_pretrained`` and loaded back by
+``from_pretrained`` in its stored dtype: the ``transformers`` format, with no manifest. Any other way of
+storing a model is a format that a technique declares (``plugins.formats``): int8 layers, torchao tensors,
+layer shapes the config cannot describe. Those write a manifest (``roi_planner.json``) naming the format;
 ``load_pretrained`` dispatches on it. Pickle checkpoints are refused, and ``trust_remote_code`` is never
-enabled.
+enabled; the helpers below (``empty_model``, ``load_weights``, ``safetensors_ready``) are for formats.
 """
 
 from __future__ import annotations
@@ -22,30 +15,26 @@ import functools
 import importlib.metadata
 import importlib.util
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from plugins import formats
+from plugins.formats import TRANSFORMERS, Format
+from plugins.model_info import ModelLoadError, check_config, check_weights
 
 MANIFEST = "roi_planner.json"
 WEIGHTS = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-QUANTIZED_KEYS = ("weight_int8", "weight_scales", "weight_zero_points", "bias")
-
-TRANSFORMERS = "transformers"
-DYNAMIC_INT8 = "roi-planner/dynamic-int8"
-TORCHAO = "roi-planner/torchao-weight-only"
 
 
-class ModelLoadError(Exception):
-    """The model directory cannot be loaded safely; the message says why and what to do."""
-
-
-def check_model_dir(path: Path, *, task: str | None = None) -> dict[str, Any]:
+def check_model_dir(path: Path, *, task: str | None = None, max_bytes: int | None = None) -> dict[str, Any]:
     """Refuse directories that cannot be loaded safely, with the reason; return the parsed config.json.
 
-    Reads files only (config.json as JSON, never through transformers), so the web process can call it.
-    With ``task``, also refuse a config whose model type or architecture cannot serve that task.
+    Reads files only (config.json as JSON, the safetensors headers, never through transformers or torch),
+    so the web process can call it. Refuses sizes in config.json that are not positive whole numbers within
+    sane maxima, and weights that disagree with the size the config describes
+    (``plugins.model_info.check_weights``). With ``task``, also refuse a config whose model type or
+    architecture cannot serve that task; with ``max_bytes``, a model larger than that.
     """
     if not path.is_dir():
         raise ModelLoadError(f"{path} is not a directory with a saved model")
@@ -77,8 +66,10 @@ def check_model_dir(path: Path, *, task: str | None = None) -> dict[str, Any]:
             f"{path.name}/config.json has no model_type, so transformers cannot tell which architecture to "
             "build; save the model again with transformers' save_pretrained()"
         )
+    check_config(config, name=f"{path.name}/config.json")
     if task is not None:
         _check_task(path.name, config, model_type, task)
+    check_weights(path, config, max_bytes=max_bytes, compressed=(path / MANIFEST).is_file())
     return config
 
 
@@ -167,15 +158,18 @@ def _transformers_model_types(table: str) -> frozenset[str] | None:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == table for t in node.targets
         ):
-            types = {
-                pair.elts[0].value
-                for pair in ast.walk(node.value)
-                if isinstance(pair, ast.Tuple)
-                and len(pair.elts) == 2
-                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in pair.elts)
-            }
+            types = {name for pair in ast.walk(node.value) if (name := _string_pair_head(pair)) is not None}
             return frozenset(types) or None
     return None
+
+
+def _string_pair_head(node: ast.AST) -> str | None:
+    """The first string of a two-string tuple literal such as ("bert", "BertModel"); None for any other node."""
+    if not isinstance(node, ast.Tuple) or len(node.elts) != 2:
+        return None
+    first, second = node.elts
+    strings = [e.value for e in (first, second) if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return strings[0] if len(strings) == 2 else None
 
 
 def _version(package: str) -> str:
@@ -195,20 +189,20 @@ def _model_class(task: str) -> Any:
     return AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
 
 
-def _empty_model(path: Path, task: str, manifest: dict[str, Any]) -> Any:
+def empty_model(path: Path, task: str, manifest: dict[str, Any]) -> Any:
     """The architecture saved in ``path``'s config.json, randomly initialised in the config's dtype, with
-    the layer shapes structured pruning changed beyond what the config describes (attention heads)."""
+    the layer shapes that the manifest's layouts record beyond what the config describes."""
     from transformers import AutoConfig
-
-    from plugins.prune import apply_pruned_shapes
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     model = _model_class(task).from_config(config)
-    apply_pruned_shapes(model, manifest.get("pruned_shapes"))
+    for layout in formats.registered().layouts:
+        if manifest.get(layout.key):
+            layout.rebuild(model, manifest[layout.key])
     return model
 
 
-def _safetensors_ready(tensors: dict[str, Any]) -> dict[str, Any]:
+def safetensors_ready(tensors: dict[str, Any]) -> dict[str, Any]:
     """Contiguous CPU tensors, each stored once: tied weights share storage, which safetensors refuses."""
     seen: set[int] = set()
     ready = {}
@@ -220,7 +214,7 @@ def _safetensors_ready(tensors: dict[str, Any]) -> dict[str, Any]:
     return ready
 
 
-def _load_weights(model: Any, tensors: dict[str, Any], path: Path, *, may_miss: tuple[str, ...] = ()) -> None:
+def load_weights(model: Any, tensors: dict[str, Any], path: Path, *, may_miss: tuple[str, ...] = ()) -> None:
     """Load ``tensors`` into ``model`` (replacing its tensors, so dtypes and tensor subclasses are kept);
     only keys under the module names in ``may_miss`` may be missing."""
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
@@ -235,16 +229,17 @@ def _load_weights(model: Any, tensors: dict[str, Any], path: Path, *, may_miss: 
 # --- transformers: plain models ------------------------------------------------------------------------
 
 
-def _save_transformers(model: Any, path: Path) -> None:
+def _save_transformers(model: Any, path: Path) -> dict[str, Any]:
     model.save_pretrained(path, safe_serialization=True)
+    return {}
 
 
 def _load_transformers(path: Path, task: str, manifest: dict[str, Any], device: str) -> Any:
-    if manifest.get("pruned_shapes"):
+    if any(manifest.get(layout.key) for layout in formats.registered().layouts):
         from safetensors.torch import load_file
 
-        model = _empty_model(path, task, manifest)
-        _load_weights(model, load_file(str(path / WEIGHTS)), path)
+        model = empty_model(path, task, manifest)
+        load_weights(model, load_file(str(path / WEIGHTS)), path)
         return model
     try:
         # dtype="auto": a bf16/fp16 model comes back in bf16/fp16, not upcast to fp32.
@@ -255,173 +250,31 @@ def _load_transformers(path: Path, task: str, manifest: dict[str, Any], device: 
         raise ModelLoadError(f"{path.name} cannot be loaded for {task}: {exc}") from exc
 
 
-# --- roi-planner/dynamic-int8: torch.ao dynamic Linear and int8 Embedding --------------------------------
-
-
-def _store_quantized(tensors: dict[str, Any], name: str, weight: Any) -> dict[str, Any]:
-    """Put a torch.ao quantized weight's integer values, scales and zero points into ``tensors``."""
-    import torch
-
-    tensors[f"{name}.weight_int8"] = weight.int_repr().contiguous()
-    if weight.qscheme() == torch.per_tensor_affine:
-        tensors[f"{name}.weight_scales"] = torch.tensor([weight.q_scale()], dtype=torch.float64)
-        tensors[f"{name}.weight_zero_points"] = torch.tensor([weight.q_zero_point()], dtype=torch.int64)
-        return {"scheme": "per_tensor"}
-    # per_channel_affine (Linear, int8 zero points) or per_channel_affine_float_qparams (Embedding: uint8
-    # values, float zero points); the dtypes stored give the scheme back.
-    tensors[f"{name}.weight_scales"] = weight.q_per_channel_scales().contiguous()
-    tensors[f"{name}.weight_zero_points"] = weight.q_per_channel_zero_points().contiguous()
-    return {"scheme": "per_channel", "axis": int(weight.q_per_channel_axis())}
-
-
-def _restore_quantized(stored: dict[str, Any], spec: dict[str, Any]) -> Any:
-    import torch
-
-    if spec["scheme"] == "per_channel":
-        return torch._make_per_channel_quantized_tensor(
-            stored["weight_int8"], stored["weight_scales"], stored["weight_zero_points"], spec["axis"]
-        )
-    return torch._make_per_tensor_quantized_tensor(
-        stored["weight_int8"], float(stored["weight_scales"][0]), int(stored["weight_zero_points"][0])
-    )
-
-
-def _save_dynamic_int8(model: Any, path: Path) -> dict[str, Any]:
-    import torch
-    from safetensors.torch import save_file
-    from torch.ao.nn.quantized import Embedding as QuantizedEmbedding
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
-    model.config.save_pretrained(path)
-    linear = {n: m for n, m in model.named_modules() if isinstance(m, DynamicQuantizedLinear)}
-    embedding = {n: m for n, m in model.named_modules() if isinstance(m, QuantizedEmbedding)}
-    quantized = tuple(f"{name}." for name in (*linear, *embedding))
-    tensors = {
-        key: value
-        for key, value in model.state_dict().items()
-        if isinstance(value, torch.Tensor) and not value.is_quantized and not key.startswith(quantized)
-    }
-    linear_layout = {}
-    for name, module in linear.items():
-        linear_layout[name] = _store_quantized(tensors, name, module.weight())
-        if module.bias() is not None:
-            tensors[f"{name}.bias"] = module.bias().detach()
-    embedding_layout = {name: _store_quantized(tensors, name, m.weight()) for name, m in embedding.items()}
-    save_file(_safetensors_ready(tensors), str(path / WEIGHTS), metadata={"format": "pt"})
-    return {"quantized_linear": linear_layout, "quantized_embedding": embedding_layout}
-
-
-def _load_dynamic_int8(path: Path, task: str, manifest: dict[str, Any], device: str) -> Any:
-    from safetensors.torch import load_file
-    from torch.ao.nn.quantized import Embedding as QuantizedEmbedding
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
-    from plugins.quantize import quantize_linear_dynamic
-
-    linear: dict[str, dict[str, Any]] = manifest.get("quantized_linear", {})
-    embedding: dict[str, dict[str, Any]] = manifest.get("quantized_embedding", {})
-    model = _empty_model(path, task, manifest)
-    tensors = load_file(str(path / WEIGHTS))
-    stored = {
-        name: {k: tensors.pop(f"{name}.{k}", None) for k in QUANTIZED_KEYS} for name in (*linear, *embedding)
-    }
-    # The float weights first; the quantized layers' weights are the only ones allowed to be missing.
-    _load_weights(model, tensors, path, may_miss=tuple(f"{name}." for name in stored))
-    if getattr(model.config, "tie_word_embeddings", False):
-        # Loading replaced the tied tensor on one side only: tie them again, so that quantizing sees one
-        # weight shared by the embeddings and the LM head, as it did when the model was produced.
-        model.tie_weights()
-    model = quantize_linear_dynamic(model, only=set(linear), embeddings=set(embedding), per_channel=True)
-    modules = dict(model.named_modules())
-    for name, spec in (*linear.items(), *embedding.items()):
-        module = modules.get(name)
-        kind = DynamicQuantizedLinear if name in linear else QuantizedEmbedding
-        if not isinstance(module, kind) or stored[name]["weight_int8"] is None:
-            raise ModelLoadError(f"{path.name}: layer {name} is listed as int8 but cannot be restored")
-        weight = _restore_quantized(stored[name], spec)
-        if name in linear:
-            module.set_weight_bias(weight, stored[name]["bias"])
-        else:
-            module.set_weight(weight)
-    return model
-
-
-# --- roi-planner/torchao-weight-only: torchao tensor subclasses ------------------------------------------
-
-
-def _save_torchao(model: Any, path: Path) -> dict[str, Any]:
-    import torchao
-    from safetensors.torch import save_file
-    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
-
-    from plugins.quantize import is_torchao_tensor
-
-    model.config.save_pretrained(path)  # with the TorchAoConfig the technique recorded, for transformers
-    state = model.state_dict()
-    tensors, metadata = flatten_tensor_state_dict(state)
-    save_file(_safetensors_ready(tensors), str(path / WEIGHTS), metadata={**metadata, "format": "pt"})
-    quantized = {key: type(value).__name__ for key, value in state.items() if is_torchao_tensor(value)}
-    return {"torchao": torchao.__version__, "quantized_weights": quantized}
-
-
-def _load_torchao(path: Path, task: str, manifest: dict[str, Any], device: str) -> Any:
-    from safetensors import safe_open
-    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
-
-    model = _empty_model(path, task, manifest)
-    # Straight onto the device: packed int4 layouts are device-specific.
-    with safe_open(str(path / WEIGHTS), framework="pt", device=device) as f:
-        metadata = f.metadata() or {}
-        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-    try:
-        state, leftover = unflatten_tensor_state_dict(tensors, metadata)
-    except ValueError as exc:  # a tensor type torchao's allow-list does not know
-        raise ModelLoadError(f"{path.name}: torchao cannot rebuild its weights: {exc}") from exc
-    if leftover:
-        raise ModelLoadError(f"{path.name}: tensors without torchao metadata: {sorted(leftover)[:5]}")
-    _load_weights(model, state, path)
-    if getattr(model.config, "tie_word_embeddings", False):
-        model.tie_weights()  # loading replaced the tied tensors by two copies; the LM head is never quantized
-    return model
+#: Plain models; chosen when no registered format detects the model.
+PLAIN = Format(TRANSFORMERS, detects=lambda model: True, save=_save_transformers, load=_load_transformers)
 
 
 # --- dispatch ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Format:
-    #: Writes the weights (and config.json) under the directory; returns the manifest's body, or None when
-    #: the format needs no manifest.
-    save: Callable[[Any, Path], dict[str, Any] | None]
-    #: (path, task, manifest, device) -> model
-    load: Callable[[Path, str, dict[str, Any], str], Any]
-
-
-FORMATS: dict[str, Format] = {
-    TRANSFORMERS: Format(_save_transformers, _load_transformers),
-    DYNAMIC_INT8: Format(_save_dynamic_int8, _load_dynamic_int8),
-    TORCHAO: Format(_save_torchao, _load_torchao),
-}
-
-
 def format_of(model: Any) -> str:
-    """The format ``model`` must be saved in, from the kinds of quantized layers or tensors it holds."""
-    from torch.ao.nn.quantized import Embedding as QuantizedEmbedding
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+    """The name of the format ``model`` must be saved in: the first registered format that detects it
+    (from the kinds of layers or tensors it holds), else ``transformers``."""
+    found = formats.detect(model)
+    return found.name if found is not None else TRANSFORMERS
 
-    from plugins.quantize import is_torchao_tensor
 
-    if any(isinstance(m, (DynamicQuantizedLinear, QuantizedEmbedding)) for m in model.modules()):
-        return DYNAMIC_INT8
-    if any(is_torchao_tensor(p) for p in model.parameters()):
-        return TORCHAO
-    return TRANSFORMERS
+def _loadable() -> dict[str, Format]:
+    return {TRANSFORMERS: PLAIN, **formats.registered().formats}
 
 
 def _manifest_format(manifest: dict[str, Any]) -> str:
     if "format" in manifest:
         return str(manifest["format"])
-    return DYNAMIC_INT8 if manifest.get("quantized_linear") else TRANSFORMERS
+    legacy = (
+        f.name for f in formats.registered().formats.values() if any(k in manifest for k in f.legacy_keys)
+    )
+    return next(legacy, TRANSFORMERS)
 
 
 def load_pretrained(path: Path, task: str, *, device: str = "cpu") -> tuple[Any, Any]:
@@ -433,12 +286,14 @@ def load_pretrained(path: Path, task: str, *, device: str = "cpu") -> tuple[Any,
     manifest_path = path / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     name = _manifest_format(manifest)
-    if name not in FORMATS:
+    loadable = _loadable()
+    if name not in loadable:
         raise ModelLoadError(
             f"{path.name}: {MANIFEST} names the format {name!r}, which this version cannot load; "
-            f"it loads {', '.join(FORMATS)}"
+            f"it loads {', '.join(loadable)} (a format comes with the technique that produces it: install "
+            "that technique's package)"
         )
-    model = FORMATS[name].load(path, task, manifest, device)
+    model = loadable[name].load(path, task, manifest, device)
     model.eval()
     return model.to(device), tokenizer
 
@@ -447,14 +302,19 @@ def save_model(model: Any, tokenizer: Any, path: Path, *, card: str) -> int:
     """Save ``model`` and ``tokenizer`` under ``path`` and return the directory's size in bytes."""
     path.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(path)
-    from plugins.prune import pruned_shapes
-
-    name = format_of(model)
-    shapes = pruned_shapes(model)  # computed before saving: a format may move weights off the model
-    body = FORMATS[name].save(model, path)
-    if shapes:
-        body = {**(body or {}), "pruned_shapes": shapes}
-    if body is not None:
-        (path / MANIFEST).write_text(json.dumps({"format": name, **body}, indent=2))
+    fmt = formats.detect(model) or PLAIN
+    # Described before saving: a format may move weights off the model.
+    sections = {
+        layout.key: shapes for layout in formats.registered().layouts if (shapes := layout.describe(model))
+    }
+    body = {**fmt.save(model, path), **sections}
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(
+            f"the {fmt.name} format wrote pickle files ({', '.join(pickles)}), which this tool never loads; "
+            "a format must store its weights in safetensors"
+        )
+    if fmt is not PLAIN or body:
+        (path / MANIFEST).write_text(json.dumps({"format": fmt.name, **body}, indent=2))
     (path / "README.md").write_text(card)
     return directory_size(path)

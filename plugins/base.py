@@ -10,7 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from plugins.formats import Format, Layout
+    from plugins.model_info import ModelInfo
 
 FAMILIES = ("distill", "prune", "quantize", "runtime")
 DEVICES = ("cpu", "cuda")
@@ -143,6 +147,9 @@ class Technique:
     tasks: ClassVar[Sequence[str]] = ("sequence-classification",)
     #: Why the output may be smaller without being faster, shown next to the measured speedup.
     speedup_caveat: ClassVar[str | None] = None
+    #: How this technique's output is saved when transformers alone cannot save it: the save formats and
+    #: layouts (``plugins.formats``) it needs, which the artifact loader collects from every technique.
+    formats: ClassVar[Sequence[Format | Layout]] = ()
 
     def apply(self, model: Any, ctx: Context, params: Mapping[str, Any]) -> Any:  # pragma: no cover
         raise NotImplementedError
@@ -172,6 +179,19 @@ class Technique:
         """Why these (already cleaned) parameters cannot run on ``device``, or None. Override when a
         parameter's support depends on the device, e.g. fp16 only on CUDA."""
         return None
+
+    @classmethod
+    def check_for_model(cls, params: Mapping[str, Any], model_info: ModelInfo) -> None:
+        """Raise ParamError, saying what to choose instead, when these (already cleaned) parameters cannot
+        work on this model: e.g. a layer number it does not have. ``model_info`` describes the model as
+        this step receives it (after the earlier steps of the pipeline). Override when a parameter names
+        layers, heads or another part of the model."""
+
+    @classmethod
+    def model_after(cls, params: Mapping[str, Any], model_info: ModelInfo) -> ModelInfo:
+        """The model as the next step of a pipeline receives it; override when this technique changes a
+        size that ``check_for_model`` looks at (the layer count, for distillation and layer dropping)."""
+        return model_info
 
     @classmethod
     def refusal(cls, *, device: str, task: str) -> str | None:

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from plugins.base import Context, Param, Technique, TechniqueError
+from plugins.base import Context, Param, ParamError, Technique, TechniqueError
+from plugins.layers import check_layers_exist, parse_layer_list
+
+if TYPE_CHECKING:
+    from plugins.model_info import ModelInfo
 
 
 def parse_layers(text: str) -> list[int]:
-    """``"0, 2,4"`` → ``[0, 2, 4]``; TechniqueError on anything that is not a comma list of integers."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        raise TechniqueError(
-            f"layers must be a comma-separated list of layer numbers such as 0,2,4; got {text!r}"
-        ) from None
+    """``"0, 2,4"`` → ``[0, 2, 4]``; TechniqueError on anything that is not a comma list of distinct layer
+    numbers (at most ``plugins.layers.MAX_LISTED_LAYERS``)."""
+    return parse_layer_list(text, name="layers")
 
 
 def student_layer_indices(teacher_layers: int, *, student_layers: int, layers: str = "") -> list[int]:
     """Which of the ``teacher_layers`` blocks the student keeps: the explicit ``layers`` list when given,
-    else ``student_layers`` evenly spaced ones (first and last included, as DistilBERT did)."""
-    from plugins.training import evenly_spaced
+    else ``student_layers`` evenly spaced ones (first and last included, as DistilBERT did). TechniqueError
+    when the student would not be smaller than the teacher or names a layer the teacher does not have."""
+    from plugins.layers import evenly_spaced
 
     if layers.strip():
         indices = parse_layers(layers)
@@ -40,7 +40,8 @@ def student_layer_indices(teacher_layers: int, *, student_layers: int, layers: s
             f"A student with {len(indices)} layers is not smaller than the model, which has {teacher_layers}: "
             f"choose fewer than {teacher_layers} layers"
         )
-    return indices  # keep_layers refuses numbers out of range and repeats, with the reason
+    check_layers_exist(indices, teacher_layers, name="layers")
+    return indices
 
 
 class KnowledgeDistillation(Technique):
@@ -155,8 +156,33 @@ class KnowledgeDistillation(Technique):
         ),
     )
 
+    @classmethod
+    def check(cls, params: Mapping[str, Any], *, device: str, task: str) -> str | None:
+        try:
+            parse_layers(str(params.get("layers") or ""))
+        except TechniqueError as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    def check_for_model(cls, params: Mapping[str, Any], model_info: ModelInfo) -> None:
+        try:
+            student_layer_indices(
+                model_info.layers, student_layers=params["student_layers"], layers=params["layers"]
+            )
+        except TechniqueError as exc:
+            raise ParamError(str(exc)) from None
+
+    @classmethod
+    def model_after(cls, params: Mapping[str, Any], model_info: ModelInfo) -> ModelInfo:
+        kept = student_layer_indices(
+            model_info.layers, student_layers=params["student_layers"], layers=params["layers"]
+        )
+        return model_info.with_layers(len(kept))
+
     def apply(self, model: Any, ctx: Context, params: Mapping[str, Any]) -> Any:
-        from plugins.training import kd_finetune, keep_layers, layer_count
+        from plugins.layers import keep_layers, layer_count
+        from plugins.training import kd_finetune
 
         started = time.perf_counter()
         total = layer_count(model)

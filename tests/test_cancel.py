@@ -15,6 +15,7 @@ from planner.models import Candidate, PocRequest
 from tests.conftest import wait_for
 from tests.tiny import tiny_csv
 from tests.workerprocs import FAST_RELIABILITY, fault_techniques, file_request, slow, start_worker, workers
+from workers.execution import poc_request_execute
 
 INT8 = [{"technique": "quantize.dynamic-int8"}]
 
@@ -50,7 +51,7 @@ def test_a_queued_request_is_cancelled_at_once_and_a_later_delivery_does_nothing
     }
     assert 'id="cancel-button"' not in response.content.decode()
 
-    services.poc_request_execute(request_id=poc.pk, task_id=poc.task_id)  # its message arrives after all
+    poc_request_execute(request_id=poc.pk, task_id=poc.task_id)  # its message arrives after all
     poc.refresh_from_db()
     assert poc.status == PocRequest.Status.CANCELLED and poc.attempts == 0
 

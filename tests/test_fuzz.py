@@ -316,3 +316,340 @@ def test_random_posts_to_the_request_form_never_cause_a_server_error(
     else:
         assert 'class="error"' in response.content.decode()
         assert PocRequest.objects.count() == rows and len(media_files()) == files
+
+
+# --- model-aware parameters, pipeline shapes and hostile model directories --------------------------------
+
+MODEL_EXAMPLES = 200
+_junk_layers = st.one_of(
+    st.lists(st.integers(-3, 70), max_size=60).map(lambda xs: ",".join(map(str, xs))),
+    st.sampled_from(["", "0,x", "1.5", "0,,1", " 1 , 2 ", "١", "1_0", "0x1", "9" * 30, "0;1", "-0"]),
+    text,
+)
+_layer_params = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "technique": st.just("distill.kd"),
+            "params": st.fixed_dictionaries(
+                {"student_layers": st.one_of(st.integers(-2, 60), bad_numbers), "layers": _junk_layers}
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "technique": st.just("prune.layers"),
+            "params": st.fixed_dictionaries(
+                {
+                    "keep": st.one_of(st.integers(-2, 60), bad_numbers),
+                    "strategy": st.sampled_from(["top", "bottom", "alternate", "pattern", "importance", "x"]),
+                    "pattern": _junk_layers,
+                }
+            ),
+        }
+    ),
+)
+
+
+@settings(max_examples=MODEL_EXAMPLES, deadline=None)
+@given(layers=st.integers(1, 64), steps=st.lists(_layer_params, min_size=1, max_size=3))
+def test_layer_parameters_against_random_models_raise_only_param_errors(layers, steps):
+    from plugins.base import ParamError
+    from plugins.distill import student_layer_indices
+    from plugins.model_info import ModelInfo
+    from plugins.prune.layers import _parse_pattern
+
+    info = ModelInfo(
+        task="sequence-classification", model_type="bert", layers=layers, hidden_size=8, vocab_size=9
+    )
+    try:
+        cleaned = registry.validate_pipeline(
+            steps, device="cpu", task="sequence-classification", model_info=info
+        )
+    except ParamError as exc:
+        event("refused")
+        assert str(exc).startswith("step ")
+        return
+    event("accepted")
+    total = layers
+    for step in cleaned:  # what the run will do is possible on the model each step receives
+        params = step["params"]
+        if step["technique"] == "distill.kd":
+            kept = student_layer_indices(
+                total, student_layers=params["student_layers"], layers=params["layers"]
+            )
+        elif params["strategy"] == "pattern":
+            kept = _parse_pattern(params["pattern"])
+        else:
+            kept = list(range(params["keep"]))
+        assert kept and len(kept) < total and len(set(kept)) == len(kept) and max(kept) < total
+        total = len(kept)
+
+
+@settings(max_examples=MODEL_EXAMPLES, deadline=None)
+@given(names=st.lists(st.sampled_from(sorted(registry.techniques())), max_size=12))
+def test_random_pipelines_keep_to_the_step_limit_and_the_order(names):
+    from plugins.base import ParamError
+
+    try:
+        registry.validate_pipeline(
+            [{"technique": n} for n in names], device="cpu", task="sequence-classification"
+        )
+    except ParamError:
+        event("refused")
+        return
+    event("accepted")
+    families = [registry.get(n).family for n in names]
+    assert len(names) <= registry.MAX_PIPELINE_STEPS
+    # A quantize or a runtime step ends the pipeline, and there is at most one of the two.
+    assert families.count("quantize") + families.count("runtime") <= 1
+    assert "runtime" not in families[:-1] and "quantize" not in families[:-1]
+    assert all(a != b for a, b in zip(names, names[1:], strict=False))
+    repeated = {n for n in names if names.count(n) > 1}
+    assert all(registry.get(n).family in registry.REPEATABLE_FAMILIES for n in repeated)
+
+
+_json_values = st.one_of(
+    st.integers(-(2**63), 2**63),
+    st.sampled_from(
+        [0, -1, 1, 2, 2**31, 10**6, 10**9, 3 * 10**9, True, False, None, 1.5, 768.0, float("1e308")]
+    ),
+    text,
+    st.lists(st.one_of(st.integers(), text), max_size=3),
+    st.dictionaries(text, st.integers(), max_size=2),
+)
+_config_keys = st.sampled_from(
+    [
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "num_key_value_heads",
+        "head_dim",
+        "num_labels",
+        "architectures",
+        "model_type",
+        "torch_dtype",
+        "n_layer",
+        "dim",
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def scratch_model(tiny_model_dir, tmp_path_factory):
+    import shutil
+
+    path = tmp_path_factory.mktemp("hostile") / "model"
+    shutil.copytree(tiny_model_dir, path)
+    return path
+
+
+@settings(
+    max_examples=MODEL_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(changes=st.dictionaries(_config_keys, _json_values, min_size=1, max_size=4))
+def test_hostile_configs_raise_only_model_load_errors(scratch_model, tiny_model_dir, changes):
+    from plugins.artifacts import ModelLoadError, check_model_dir
+    from plugins.model_info import DIMENSIONS, ModelInfo
+
+    config = {**json.loads((tiny_model_dir / "config.json").read_text()), **changes}
+    (scratch_model / "config.json").write_text(json.dumps(config))
+    try:
+        checked = check_model_dir(scratch_model, task="sequence-classification", max_bytes=10**6)
+    except ModelLoadError as exc:
+        event("refused")
+        assert "model" in str(exc)
+        return
+    event("accepted")
+    for dimension in DIMENSIONS:
+        for key in dimension.names:
+            value = checked.get(key)
+            assert value is None or (type(value) is int and 1 <= value <= dimension.maximum), (key, value)
+    info = ModelInfo.from_config(checked, task="sequence-classification")
+    assert 1 <= info.layers <= 1024 and info.hidden_size * info.vocab_size <= 10**6
+
+
+_tensor_entries = st.fixed_dictionaries(
+    {
+        "dtype": st.one_of(st.sampled_from(["F32", "F16", "BF16", "I8", "U8"]), text, st.integers()),
+        "shape": st.one_of(st.lists(st.integers(-2, 2**40), max_size=4), text, st.none()),
+        "data_offsets": st.one_of(st.lists(st.integers(-2, 2**40), max_size=3), text),
+    }
+)
+
+
+@settings(
+    max_examples=MODEL_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.one_of(
+        st.binary(max_size=64),
+        st.dictionaries(text, _tensor_entries, max_size=3).map(lambda h: json.dumps(h).encode()),
+    ),
+    length_delta=st.integers(-8, 8),
+    data=st.binary(max_size=64),
+)
+def test_random_safetensors_headers_raise_only_model_load_errors(
+    scratch_model, tiny_model_dir, header, length_delta, data
+):
+    import struct
+
+    from plugins.artifacts import ModelLoadError, check_model_dir
+
+    (scratch_model / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    length = max(0, len(header) + length_delta)
+    (scratch_model / "model.safetensors").write_bytes(struct.pack("<Q", length) + header + data)
+    try:
+        check_model_dir(scratch_model, task="sequence-classification")
+    except ModelLoadError as exc:
+        event("refused")
+        assert "model.safetensors" in str(exc) or "config.json" in str(exc)
+    else:
+        raise AssertionError("a random header cannot hold the tiny model's weights")
+
+
+# --- the request form's shapes: checkboxes a client leaves out, typed pipelines with malformed arrows -------
+
+SHAPE_EXAMPLES = 60
+INT8 = "quantize.dynamic-int8"
+DROP_INT8 = "prune.layers → quantize.dynamic-int8"
+_arrows = st.sampled_from(["→", "->", ">", " → ", " -> ", "  >  "])
+_segments = st.one_of(
+    st.sampled_from(sorted(registry.techniques())),
+    st.sampled_from(["", "  ", "prune.ffn(amount=0.3)", " quantize.half() ", "(amount=0.3)", " ( ) "]),
+)
+
+
+@st.composite
+def typed_lines(draw) -> tuple[str, list[str]]:
+    """A typed pipeline whose steps may be empty (an arrow doubled, or at either end), and its segments."""
+    segments = draw(st.lists(_segments, min_size=1, max_size=6))
+    line = segments[0]
+    for segment in segments[1:]:
+        line += draw(_arrows) + segment
+    return line, segments
+
+
+def _first_empty(segments: list[str]) -> int | None:
+    """The position (from 1) of the first step without a technique name, None when every step has one."""
+    for position, segment in enumerate(segments, start=1):
+        if not segment.partition("(")[0].strip():
+            return position
+    return None
+
+
+@settings(max_examples=PARSE_EXAMPLES, deadline=None)
+@given(typed=typed_lines())
+def test_typed_pipelines_are_read_or_refused_at_the_first_empty_step(typed):
+    from planner.pipeline_fields import PipelineSyntaxError, parse_steps
+
+    line, segments = typed
+    empty = _first_empty(segments)
+    if len(segments) == 1 and not segments[0].strip():
+        assert parse_steps(line) == []
+        return
+    try:
+        steps = parse_steps(line)
+    except PipelineSyntaxError as exc:
+        event("refused")
+        assert empty is not None and exc.step == empty, (line, exc.step, str(exc))
+        assert exc.at_line(3).startswith(f"line 3, step {empty}: ")
+        return
+    event("read")
+    assert empty is None, (line, steps)
+    assert [name for name, _params in steps] == [s.partition("(")[0].strip() for s in segments]
+
+
+_box_states = st.sampled_from(["omitted", "ticked", "unticked", "ticked and marked"])
+_step_states = st.sampled_from([None, "", "true", "false"])
+
+
+def _bool_params() -> list[tuple[str, str, bool]]:
+    return [
+        (name, p.name, bool(p.default))
+        for name, cls in registry.techniques().items()
+        for p in cls.params
+        if p.type is bool
+    ]
+
+
+@settings(
+    max_examples=SHAPE_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    boxes=st.fixed_dictionaries({f"{t}:{p}": _box_states for t, p, _default in _bool_params()}),
+    steps=st.fixed_dictionaries({p: _step_states for t, p, _default in _bool_params() if t == INT8}),
+)
+def test_checkboxes_left_out_take_their_defaults_and_shown_ones_their_state(
+    filer, cpu_hardware, tiny_model_dir, no_broker, boxes, steps
+):
+    """Each yes/no parameter left out, ticked, or shown and unticked, and the hybrid's own int8 step fields
+    left out, empty (as above) or set: the filed pipelines hold exactly what was meant."""
+    from planner.forms import PocRequestForm
+    from planner.models import PocRequest
+
+    data = valid_post(cpu_hardware, candidates=[INT8, DROP_INT8, "runtime.onnxruntime"])
+    data["param:prune.layers:keep"] = "1"  # the tiny model has 2 layers
+    expected: dict[str, bool] = {}
+    for technique, param, default in _bool_params():
+        name = f"param:{technique}:{param}"
+        data.pop(name, None)
+        state = boxes[f"{technique}:{param}"]
+        if state in ("ticked", "ticked and marked"):
+            data[name] = "on"
+        if state in ("unticked", "ticked and marked"):
+            data[name + ":shown"] = "1"
+        expected[f"{technique}:{param}"] = {"omitted": default, "unticked": False}.get(state, True)
+    n = PocRequestForm(teams=None).candidate_labels.index(DROP_INT8)
+    for param, value in steps.items():
+        if value is not None:
+            data[PocRequestForm.step_field_name(n, 1, param)] = value
+    response = filer.post(reverse("planner:request-create"), data)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    filed = {
+        registry.pipeline_label(c.pipeline): c.pipeline
+        for c in PocRequest.objects.latest("pk").candidates.all()
+    }
+    for technique, param, _default in _bool_params():
+        if technique in filed:
+            assert filed[technique][0]["params"][param] is expected[f"{technique}:{param}"], (
+                technique,
+                param,
+            )
+    for param, value in steps.items():
+        own = {"true": True, "false": False}.get(value or "", expected[f"{INT8}:{param}"])
+        assert filed[DROP_INT8][1]["params"][param] is own, (param, value)
+
+
+@settings(
+    max_examples=SHAPE_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(lines=st.lists(typed_lines(), min_size=1, max_size=3))
+def test_malformed_arrows_in_the_form_are_refused_with_their_line_and_step(
+    filer, cpu_hardware, tiny_model_dir, no_broker, lines
+):
+    import html
+
+    from planner.models import PocRequest
+
+    rows, files = PocRequest.objects.count(), len(media_files())
+    text = "\n".join(line for line, _segments in lines)
+    response = filer.post(
+        reverse("planner:request-create"), valid_post(cpu_hardware, candidates=[], custom_pipelines=text)
+    )
+    assert response.status_code in (200, 302)
+    body = html.unescape(response.content.decode())
+    for number, (_line, segments) in enumerate(lines, start=1):
+        empty = _first_empty(segments)
+        if empty is not None and not (len(segments) == 1 and not segments[0].strip()):
+            event("an empty step")
+            assert response.status_code == 200 and f"line {number}, step {empty}: " in body
+    if response.status_code == 200:
+        assert PocRequest.objects.count() == rows and len(media_files()) == files

@@ -15,9 +15,12 @@ from django.utils import timezone
 
 from planner import services
 from planner.models import Candidate, PocRequest
-from tests.planner.factories import INT8, record, sweep
+from tests.planner.factories import INT8, points, record, sweep
 from workers.app import app
 from workers.broker import held_messages
+from workers.execution import poc_request_execute
+from workers.reconcile import poc_requests_reconcile
+from workers.record import Measurement
 from workers.runner import CandidateResult
 
 pytestmark = pytest.mark.django_db
@@ -80,7 +83,7 @@ def _running(poc: PocRequest, *, beat_ago: timedelta, attempts: int = 1, **field
 
 def _reconcile(capture) -> dict[str, list[int]]:
     with capture(execute=True):
-        return services.poc_requests_reconcile()
+        return poc_requests_reconcile()
 
 
 def test_filing_sends_a_message_under_the_task_id_on_the_row(queued):
@@ -222,18 +225,18 @@ class FakeRunner:
 
 
 def _result(key: str) -> CandidateResult:
-    figures = {
-        "accuracy": 0.9,
-        "macro_f1": 0.89,
-        "latency": sweep(5),
-        "size_bytes": 1000,
-        "parameters": 10,
-        "nonzero_parameters": 10,
-        "peak_memory_bytes": 10,
-        "produce_seconds": 1.0,
-        "device_hours": 0.001,
-    }
-    return CandidateResult(key, ok=True, figures=figures, environment={"device": "cpu"})
+    measurement = Measurement(
+        accuracy=0.9,
+        macro_f1=0.89,
+        latency=points(sweep(5)),
+        size_bytes=1000,
+        parameters=10,
+        nonzero_parameters=10,
+        peak_memory_bytes=10,
+        produce_seconds=1.0,
+        device_hours=0.001,
+    )
+    return CandidateResult(key, ok=True, measurement=measurement, environment={"device": "cpu"})
 
 
 @pytest.fixture
@@ -245,7 +248,7 @@ def runner(monkeypatch):
 
 def test_a_duplicate_delivery_while_a_live_worker_runs_it_does_nothing(queued, runner):
     poc = _running(queued(), beat_ago=timedelta(seconds=1))
-    services.poc_request_execute(request_id=poc.pk, task_id="another-message")
+    poc_request_execute(request_id=poc.pk, task_id="another-message")
     assert runner.keys is None
     after = PocRequest.objects.get(pk=poc.pk)
     assert (after.status, after.attempts, after.task_id) == (PocRequest.Status.RUNNING, 1, poc.task_id)
@@ -257,19 +260,19 @@ def test_a_message_handed_back_after_its_worker_died_resumes_without_measuring_a
     poc = _running(queued(), beat_ago=timedelta(seconds=1))
     baseline = poc.candidates.get(position=0)
 
-    services.poc_request_execute(request_id=poc.pk, task_id=poc.task_id)
+    poc_request_execute(request_id=poc.pk, task_id=poc.task_id)
 
     poc.refresh_from_db()
     assert poc.status == PocRequest.Status.SUCCEEDED and poc.attempts == 2
     assert runner.keys == [str(poc.candidates.get(position=1).pk)]
     assert poc.candidates.get(position=0).measured_at == baseline.measured_at
-    services.poc_request_execute(request_id=poc.pk, task_id=poc.task_id)  # and once more: nothing to do
+    poc_request_execute(request_id=poc.pk, task_id=poc.task_id)  # and once more: nothing to do
     assert PocRequest.objects.get(pk=poc.pk).attempts == 2
 
 
 def test_a_delivery_after_the_last_attempt_fails_the_request_instead_of_running_it(queued, runner):
     poc = _running(queued(), beat_ago=LONG_AGO, attempts=3)
-    services.poc_request_execute(request_id=poc.pk, task_id="redelivered")
+    poc_request_execute(request_id=poc.pk, task_id="redelivered")
     poc.refresh_from_db()
     assert runner.keys is None
     assert poc.status == PocRequest.Status.FAILED and "stopped 3 times" in poc.error
@@ -285,7 +288,7 @@ def test_a_run_that_lost_its_request_stops_without_writing(queued, runner, monke
         yield _result(spec.candidates[0].key)
 
     monkeypatch.setattr("workers.runner.run_poc", taken_over)
-    services.poc_request_execute(request_id=poc.pk, task_id=poc.task_id)
+    poc_request_execute(request_id=poc.pk, task_id=poc.task_id)
 
     poc.refresh_from_db()
     assert (poc.status, poc.task_id) == (PocRequest.Status.QUEUED, "the-new-one")

@@ -10,9 +10,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "planner.settings")
 
 app = Celery("roi_planner")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_routes = {"workers.tasks.run_poc": {"queue": "cpu"}}  # services pick cpu or gpu per request
+app.conf.task_routes = {
+    "workers.tasks.run_poc": {"queue": "cpu"},  # services pick cpu or gpu per request
+    "workers.schedule.*": {"queue": "schedule"},  # what celery beat sends: never behind a PoC
+}
 app.conf.task_default_queue = "cpu"
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+app.autodiscover_tasks(["workers"], related_name="schedule", force=True)
 
 for key, folder in (app.conf.broker_transport_options or {}).items():
     # The filesystem transport of the demo needs its folders to exist before the first message.

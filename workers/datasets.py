@@ -183,7 +183,7 @@ def _parse_csv(text: str, require_labels: bool) -> list[Example]:
     reader = csv.reader(io.StringIO(text, newline=""))
     examples = []
     try:
-        header = next(reader, [])
+        header: list[str] | None = next(reader, [])
         while header is not None and not any(cell.strip() for cell in header):  # blank lines before it
             header = next(reader, None)
         columns = [cell.strip() for cell in header or []]
@@ -256,9 +256,11 @@ def _check_columns(columns: list[str], line: int, require_labels: bool) -> None:
     if missing:
         near = [f"{_shorten(c)} to {c.strip().lower()}" for c in columns if c.strip().lower() in missing]
         hint = f" Column names are case-sensitive: rename {', '.join(near)}." if near else ""
+        needs = (
+            "a 'text' column and a 'label' column" if require_labels else "a 'text' column (one text per row)"
+        )
         raise DataError(
-            f"Line {line}: the data needs a 'text' column and a 'label' column; "
-            f"missing: {_listed(missing)}; found: {found}.{hint}"
+            f"Line {line}: the data needs {needs}; missing: {_listed(missing)}; found: {found}.{hint}"
         )
 
 

@@ -1,46 +1,64 @@
 """How a model is measured: task accuracy, latency over a batch sweep, memory, size, environment.
 
 Every candidate of a PoC goes through the same functions in the same process on the same device, so
-the figures compare. torch is imported here, so only worker processes import this module.
+the figures compare. Latency is timed against the baseline, kept loaded next to the candidate, in
+interleaved rounds per batch size (workers/timing.py, docs/measurement.md), so a busy host slows both and
+the speedup survives it. torch is imported here, so only worker processes import this module.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
-import platform
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from plugins.base import Example
+from workers.goodput import GoodputPolicy
+from workers.record import LatencyPoint
+from workers.timing import (
+    Comparison,
+    TimingPolicy,
+    measure_speedup,
+    percentile_fields,
+    summarize_latency,
+    trust_fields,
+)
+from workers.trust import CANDIDATE, LatencySummary
+
+# The baseline a candidate is timed against: (model, tokenizer), both loaded on the PoC's device.
+Reference = tuple[Any, Any]
+# Progress after each interleaved round: (position of the batch size, batch size, attempt, rounds done).
+RoundReport = Callable[[int, int, int, int], None]
 
 
 @dataclass(frozen=True)
 class MeasureConfig:
     batch_sizes: tuple[int, ...] = (1, 8, 32)
-    # Timed iterations per batch size: at least min_iterations and min_seconds, unless that would take
-    # longer than max_seconds; then at least floor_iterations, so a slow large batch cannot stall a PoC.
-    min_iterations: int = 100
-    min_seconds: float = 2.0
-    max_seconds: float = 60.0
-    floor_iterations: int = 20
-    warmup: int = 5
+    # How each batch size is timed against the baseline: warm-up, rounds, stopping, intervals, the unstable
+    # rule and re-measuring (the MEASURE_* settings). Its min_samples is the classifier's floor.
+    timing: TimingPolicy = field(default_factory=TimingPolicy)
     threads: int = 0  # 0: every core the process may use
     max_length: int = 128
     eval_batch_size: int = 32
     # Causal LMs: each timed iteration generates new_tokens tokens (greedy, KV cache on, end-of-text ignored
     # so every request is the same length) after a prompt of the eval text's first max_prompt_tokens tokens.
-    # A generation takes seconds where a classifier's forward pass takes milliseconds, so its own floor.
+    # A generation takes seconds where a classifier's forward pass takes milliseconds, so its own sample
+    # floor (timing.min_samples for generations; a TTFT p95 needs 100, see workers/stats.py).
     new_tokens: int = 32
     max_prompt_tokens: int = 64
-    generation_min_iterations: int = 10
+    generation_min_iterations: int = 100
     # Perplexity reads the first lm_eval_texts held-out texts (the split's fixed order; 0 = all of them), in
     # batches of lm_eval_batch_size: a vocabulary of 50k makes every position's logits 200 KB.
     lm_eval_texts: int = 256
     lm_eval_batch_size: int = 8
+    # The serving scenario after the timing (workers/goodput.py): None runs none (no goodput is stored).
+    goodput: GoodputPolicy | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,33 +148,103 @@ def _timing_batches(
     ]
 
 
-def _quantiles_ms(prefix: str, seconds: Sequence[float]) -> dict[str, float]:
-    """``{prefix}_p50_ms``, ``_p95_ms`` and ``_p99_ms`` of timings given in seconds."""
-    ordered = sorted(t * 1000 for t in seconds)
-    return {f"{prefix}_p{q}_ms": _percentile(ordered, q / 100) for q in (50, 95, 99)}
-
-
-def _batch_timings(batch_size: int, seconds: Sequence[float]) -> dict[str, Any]:
-    """The latency point of one batch size from its timed runs (seconds): p50/p95/p99 and mean in ms, and
-    the throughput at the median."""
-    ordered = sorted(t * 1000 for t in seconds)
-    p50 = _percentile(ordered, 0.50)
-    return {
-        "batch_size": batch_size,
-        "p50_ms": p50,
-        "p95_ms": _percentile(ordered, 0.95),
-        "p99_ms": _percentile(ordered, 0.99),
-        "mean_ms": sum(ordered) / len(ordered),
-        "throughput_rps": batch_size / (p50 / 1000),
-        "iterations": len(ordered),
-    }
-
-
 def _mean_tokens(batches: Sequence[dict[str, torch.Tensor]]) -> float:
     """Real (unpadded) tokens per text over ``batches``."""
     return sum(int(b["attention_mask"].sum()) for b in batches) / sum(
         len(b["attention_mask"]) for b in batches
     )
+
+
+def _percentiles(
+    prefix: str, summary: LatencySummary, rows: Sequence[Sequence[float]], intervals: Sequence[str]
+) -> dict[str, float | None]:
+    """``percentile_fields``; a median with too few samples for its interval is the plain median."""
+    found = percentile_fields(prefix, summary, intervals)
+    if found[f"{prefix}p50_ms"] is None:
+        found[f"{prefix}p50_ms"] = _percentile(sorted(t * 1000 for row in rows for t in row), 0.5)
+    return found
+
+
+def _point_fields(batch_size: int, comparison: Comparison, *, is_baseline: bool) -> dict[str, Any]:
+    """The ``LatencyPoint`` fields every sweep has, from the candidate's side of the interleaved rounds:
+    p50/p95/p99 with intervals, mean, throughput at the median, sample count, speedup and stability."""
+    trust = comparison.trust
+    summary = trust.candidate
+    fields = _percentiles("", summary, comparison.run.candidate, intervals=("p50", "p95", "p99"))
+    p50 = fields["p50_ms"]
+    assert p50 is not None
+    return {
+        "batch_size": batch_size,
+        **fields,
+        "mean_ms": summary.mean_ms,
+        "throughput_rps": batch_size / (p50 / 1000),
+        "iterations": summary.samples,
+        **trust_fields(trust, is_baseline=is_baseline),
+    }
+
+
+def _forward(model: Any, batches: Sequence[dict[str, torch.Tensor]], device: str) -> Callable[[], None]:
+    """One timed unit of a classifier: a forward pass of the next batch, synchronized on CUDA."""
+    cycle = itertools.cycle(batches)
+
+    def run() -> None:
+        model(**next(cycle))
+        _sync(device)
+
+    return run
+
+
+def _encoder(
+    config: MeasureConfig, device: str, *, generative: bool
+) -> Callable[[Any, list[str]], dict[str, torch.Tensor]]:
+    """How a model's tokenizer turns timing texts into a batch: truncated classifier inputs, or a causal
+    LM's prompts (the first ``max_prompt_tokens`` tokens, left-padded)."""
+    from plugins.training import encode_causal_lm
+
+    if generative:
+        return lambda tok, chunk: encode_causal_lm(
+            tok, chunk, max_length=config.max_prompt_tokens, device=device, padding_side="left"
+        )
+    return lambda tok, chunk: _encode(tok, chunk, config.max_length, device)
+
+
+def _interleaved(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    reference: Reference | None,
+    batch_sizes: Sequence[int],
+    policy: TimingPolicy,
+    encode: Callable[[Any, list[str]], dict[str, torch.Tensor]],
+    unit: Callable[[Any, Sequence[dict[str, torch.Tensor]]], Callable[[], object]],
+    count: int,
+    on_batch_size: Callable[[int, int], None] | None,
+    on_round: RoundReport | None,
+) -> Iterator[tuple[int, list[dict[str, torch.Tensor]], Comparison]]:
+    """Per batch size: the model's timing batches, and its comparison with ``reference`` (the model
+    itself when None) in interleaved rounds; each model reads its own tokenizer's encoding of the texts,
+    made before any clock starts (the figures are the model's, not the tokenizer's)."""
+    if not texts:
+        raise ValueError("latency needs at least one eval text")
+    base_model, base_tokenizer = reference if reference is not None else (model, tokenizer)
+    with torch.inference_mode():
+        for position, batch_size in enumerate(batch_sizes):
+            if on_batch_size is not None:  # progress: which batch size is being timed
+                on_batch_size(position, batch_size)
+            batches, base_batches = (
+                _timing_batches(functools.partial(encode, tok), texts, batch_size, count=count)
+                for tok in (tokenizer, base_tokenizer)
+            )
+
+            def report(attempt: int, done: int, _p: int = position, _b: int = batch_size) -> None:
+                if on_round is not None:
+                    on_round(_p, _b, attempt, done)
+
+            comparison = measure_speedup(
+                unit(base_model, base_batches), unit(model, batches), policy=policy, on_round=report
+            )
+            yield batch_size, batches, comparison
 
 
 def latency_sweep(
@@ -166,44 +254,39 @@ def latency_sweep(
     *,
     device: str,
     config: MeasureConfig,
+    reference: Reference | None = None,
+    is_baseline: bool = False,
     on_batch_size: Callable[[int, int], None] | None = None,
-) -> list[dict[str, float]]:
-    """p50/p95/p99 and throughput per batch size, on batches of real eval texts at their real lengths.
+    on_round: RoundReport | None = None,
+) -> list[LatencyPoint]:
+    """p50/p95/p99 with intervals, throughput and the speedup over ``reference`` per batch size, on
+    batches of real eval texts at their real lengths, timed in interleaved rounds against ``reference``.
 
-    Tokenization happens before the clock starts: the figures are the model's forward pass, which is
-    what compression changes.
+    ``reference`` is the baseline (model, tokenizer); without one, the model is timed against itself.
+    ``is_baseline``: ``model`` is the baseline (its speedup is not stored; the interval of its ratio to
+    itself still decides whether it is stable). The figures are the model's forward pass, which is what
+    compression changes. ``on_round`` reports every round (it may raise to stop the run).
     """
-    if not texts:
-        raise ValueError("latency needs at least one eval text")
-    points = []
-    with torch.inference_mode():
-        for position, batch_size in enumerate(config.batch_sizes):
-            if on_batch_size is not None:  # progress: which batch size is being timed
-                on_batch_size(position, batch_size)
-            batches = _timing_batches(
-                lambda chunk: _encode(tokenizer, chunk, config.max_length, device),
-                texts,
-                batch_size,
-                count=32,
-            )
-            for i in range(config.warmup):
-                model(**batches[i % len(batches)])
-            _sync(device)
-            timings: list[float] = []
-            started = time.perf_counter()
-            while True:
-                batch = batches[len(timings) % len(batches)]
-                t0 = time.perf_counter()
-                model(**batch)
-                _sync(device)
-                timings.append(time.perf_counter() - t0)
-                elapsed = time.perf_counter() - started
-                enough = len(timings) >= config.min_iterations and elapsed >= config.min_seconds
-                too_long = elapsed >= config.max_seconds and len(timings) >= config.floor_iterations
-                if enough or too_long:
-                    break
-            points.append({**_batch_timings(batch_size, timings), "mean_tokens": _mean_tokens(batches)})
-    return points
+    comparisons = _interleaved(
+        model,
+        tokenizer,
+        texts,
+        reference=reference,
+        batch_sizes=config.batch_sizes,
+        policy=config.timing,
+        encode=_encoder(config, device, generative=False),
+        unit=lambda m, batches: _forward(m, batches, device),
+        count=32,
+        on_batch_size=on_batch_size,
+        on_round=on_round,
+    )
+    return [
+        LatencyPoint(
+            **_point_fields(batch_size, comparison, is_baseline=is_baseline or reference is None),
+            mean_tokens=_mean_tokens(batches),
+        )
+        for batch_size, batches, comparison in comparisons
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -334,6 +417,37 @@ def _generate(
     return torch.cat(tokens, dim=-1)
 
 
+def _generation(
+    model: Any, batches: Sequence[dict[str, torch.Tensor]], new_tokens: int, device: str
+) -> Callable[[], tuple[float, tuple[float, ...]]]:
+    """One timed unit of a causal LM: a whole generation of the next prompt batch. It returns its time to
+    first token and its inter-token gaps (seconds), read from token timestamps taken inside the unit, so
+    TTFT and ITL come from the same interleaved rounds as the request time."""
+    cycle = itertools.cycle(batches)
+
+    def run() -> tuple[float, tuple[float, ...]]:
+        marks: list[float] = []
+        started = time.perf_counter()
+        _generate(
+            model, next(cycle), new_tokens, device, on_token=lambda _i: marks.append(time.perf_counter())
+        )
+        return marks[0] - started, tuple(b - a for a, b in itertools.pairwise(marks))
+
+    return run
+
+
+def _token_fields(comparison: Comparison, policy: TimingPolicy, new_tokens: int) -> dict[str, Any]:
+    """TTFT and ITL percentiles of the candidate with the p95 intervals, from its units' token timestamps.
+    Each round's samples stay together (the bootstrap resamples whole rounds)."""
+    results: Sequence[Sequence[Any]] = comparison.outputs[CANDIDATE]
+    ttft = [[r[0] for r in row] for row in results]
+    found = _percentiles("ttft_", summarize_latency(ttft, policy=policy), ttft, intervals=("p95",))
+    if new_tokens < 2:  # one new token: no decode step to time
+        return {**found, "itl_p50_ms": 0.0, "itl_p95_ms": 0.0, "itl_p99_ms": 0.0}
+    itl = [[gap for r in row for gap in r[1]] for row in results]
+    return {**found, **_percentiles("itl_", summarize_latency(itl, policy=policy), itl, ("p95",))}
+
+
 def generation_sweep(
     model: Any,
     tokenizer: Any,
@@ -341,86 +455,80 @@ def generation_sweep(
     *,
     device: str,
     config: MeasureConfig,
+    reference: Reference | None = None,
+    is_baseline: bool = False,
     on_batch_size: Callable[[int, int], None] | None = None,
-) -> list[dict[str, float]]:
-    """Generation latency per batch size: time to first token (TTFT), inter-token latency (ITL), the whole
-    request, and output tokens/s, with the KV cache on.
+    on_round: RoundReport | None = None,
+) -> list[LatencyPoint]:
+    """Generation latency per batch size, timed in interleaved rounds against ``reference`` (as
+    ``latency_sweep``): time to first token (TTFT), inter-token latency (ITL), the whole request with
+    intervals, output tokens/s, and the speedup of the whole request, with the KV cache on.
 
     Prompts are the eval texts' first ``max_prompt_tokens`` tokens (shorter texts keep their real length),
     left-padded into batches; each timed iteration generates ``new_tokens`` tokens greedily. TTFT is the
     prefill pass plus picking the first token; each ITL sample is one incremental decoding step.
-    Tokenization happens before the clock starts.
     """
-    from plugins.training import encode_causal_lm
-
-    if not texts:
-        raise ValueError("latency needs at least one eval text")
-
-    def prompts(chunk: list[str]) -> dict[str, torch.Tensor]:
-        return encode_causal_lm(
-            tokenizer, chunk, max_length=config.max_prompt_tokens, device=device, padding_side="left"
-        )
-
+    policy = replace(
+        config.timing, min_samples=config.generation_min_iterations, warmup=min(config.timing.warmup, 2)
+    )
+    comparisons = _interleaved(
+        model,
+        tokenizer,
+        texts,
+        reference=reference,
+        batch_sizes=config.batch_sizes,
+        policy=policy,
+        encode=_encoder(config, device, generative=True),
+        unit=lambda m, batches: _generation(m, batches, config.new_tokens, device),
+        count=8,
+        on_batch_size=on_batch_size,
+        on_round=on_round,
+    )
     points = []
-    with torch.inference_mode():
-        for position, batch_size in enumerate(config.batch_sizes):
-            if on_batch_size is not None:  # progress: which batch size is being timed
-                on_batch_size(position, batch_size)
-            batches = _timing_batches(prompts, texts, batch_size, count=8)
-            for i in range(min(config.warmup, 2)):
-                _generate(model, batches[i % len(batches)], config.new_tokens, device)
-            _sync(device)
-            ttft: list[float] = []
-            itl: list[float] = []
-            e2e: list[float] = []
-            started = time.perf_counter()
-            while True:
-                batch = batches[len(e2e) % len(batches)]
-                marks: list[float] = []
-                t0 = time.perf_counter()
-                _generate(
-                    model,
-                    batch,
-                    config.new_tokens,
-                    device,
-                    on_token=lambda _i, _marks=marks: _marks.append(time.perf_counter()),
-                )
-                ttft.append(marks[0] - t0)
-                itl.extend(b - a for a, b in zip(marks, marks[1:], strict=False))
-                e2e.append(marks[-1] - t0)
-                elapsed = time.perf_counter() - started
-                floor = min(config.floor_iterations, config.generation_min_iterations)
-                enough = len(e2e) >= config.generation_min_iterations and elapsed >= config.min_seconds
-                too_long = elapsed >= config.max_seconds and len(e2e) >= floor
-                if enough or too_long:
-                    break
-            request = _batch_timings(batch_size, e2e)
-            points.append(
-                {
-                    **request,
-                    "prompt_tokens": _mean_tokens(batches),
-                    "new_tokens": config.new_tokens,
-                    **_quantiles_ms("ttft", ttft),
-                    **_quantiles_ms("itl", itl or [0.0]),  # one new token: no decode step to time
-                    "tokens_per_s": batch_size * config.new_tokens / (request["p50_ms"] / 1000),
-                }
+    for batch_size, batches, comparison in comparisons:
+        request = _point_fields(batch_size, comparison, is_baseline=is_baseline or reference is None)
+        points.append(
+            LatencyPoint(
+                **request,
+                prompt_tokens=_mean_tokens(batches),
+                new_tokens=config.new_tokens,
+                **_token_fields(comparison, policy, config.new_tokens),
+                tokens_per_s=batch_size * config.new_tokens / (request["p50_ms"] / 1000),
             )
+        )
     return points
+
+
+def peak_memory(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, device: str, config: MeasureConfig, generative: bool
+) -> int | None:
+    """Peak memory of ``model`` alone (CUDA max allocated, or the process's peak RSS): one untimed pass at
+    each batch size on its largest timing batch. Taken apart from the interleaved timing, so the
+    baseline's activations, timed in the same rounds, do not count towards the candidate's peak."""
+    encode = _encoder(config, device, generative=generative)
+    with torch.inference_mode(), PeakMemory(device) as memory:
+        for batch_size in config.batch_sizes:
+            batches = _timing_batches(
+                lambda chunk: encode(tokenizer, chunk), texts, batch_size, count=8 if generative else 32
+            )
+            largest = [max(batches, key=lambda b: b["input_ids"].numel())]
+            generation = _generation(model, largest, config.new_tokens, device)
+            (generation if generative else _forward(model, largest, device))()
+    return memory.peak_bytes
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
     """(parameters, non-zero parameters), counting the weights of quantized layers too; tied weights once."""
-    from plugins.quantize import dense_tensors
+    from plugins.formats import dense_tensors  # quantized weights dequantized by their save format
 
     total = nonzero = 0
     seen: set[int] = set()
-    for module in model.modules():
-        for key, tensor in dense_tensors(module):
-            if key in seen:
-                continue
-            seen.add(key)
-            total += tensor.numel()
-            nonzero += int(torch.count_nonzero(tensor))
+    for key, tensor in dense_tensors(model):
+        if key in seen:
+            continue
+        seen.add(key)
+        total += tensor.numel()
+        nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
 
 
@@ -464,47 +572,3 @@ def _rss_high_water_mark() -> int | None:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def device_description(device: str) -> dict[str, Any]:
-    if device.startswith("cuda"):
-        index = torch.device(device).index or 0
-        props = torch.cuda.get_device_properties(index)
-        return {
-            "device": device,
-            "device_name": props.name,
-            "gpu_memory_bytes": int(props.total_memory),
-            "cuda": torch.version.cuda,
-            "driver": _nvidia_driver(),
-        }
-    return {"device": "cpu", "device_name": _cpu_model(), "cpu_count": os.cpu_count()}
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _nvidia_driver() -> str | None:
-    try:
-        with open("/proc/driver/nvidia/version") as f:
-            return f.readline().strip()
-    except OSError:
-        return None
-
-
-def software_versions() -> dict[str, str]:
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "quantized_engine": torch.backends.quantized.engine,
-    }

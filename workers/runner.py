@@ -7,17 +7,19 @@ and measured by the same code in this one process, so their figures compare.
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from plugins import registry
 from plugins.artifacts import load_pretrained, save_model
 from plugins.base import Context, Example, TechniqueError
+from plugins.runtime import baseline_pipeline, served_pipeline
 from workers.datasets import (
     CAUSAL_LM,
     DataError,
@@ -27,6 +29,7 @@ from workers.datasets import (
     parse_task_data,
     split_for,
 )
+from workers.record import Goodput, Measurement
 
 Report = Callable[[float, str], None]
 
@@ -57,6 +60,13 @@ class PocSpec:
     artifacts_dir: str
     seed: int = 0
     measure: Any = None  # workers.measure.MeasureConfig; typed loosely so building a spec needs no torch
+    # What serves the model today (plugins.runtime.SERVING_RUNTIMES): the baseline, and the reference every
+    # candidate is timed against, are the original model converted to that runtime.
+    serving_runtime: str = "pytorch"
+    # The request's latency targets, for the serving scenario (workers.serving.Targets; None: no goodput).
+    targets: Any = None
+    # A search: candidates arrive while the PoC runs (workers.search_run's feed), so every prefix is kept.
+    keep_prefixes: bool = False
 
 
 @dataclass
@@ -64,7 +74,7 @@ class CandidateResult:
     key: str
     ok: bool
     error: str = ""
-    figures: dict[str, Any] = field(default_factory=dict)
+    measurement: Measurement | None = None  # set when ok
     environment: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     artifact_path: str = ""
@@ -87,24 +97,18 @@ def _seed_everything(seed: int) -> None:
 def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
     """Measure every candidate of ``spec`` and yield each result as soon as it is known.
 
-    ``report`` is called before each candidate and whenever a technique reports progress; it may raise
-    ``PocStopped`` to end the run there (the results already yielded stand)."""
+    Latency is timed against the original model, kept loaded for the whole PoC (``_time_latency``).
+
+    ``report`` is called before each candidate, whenever a technique reports progress, and after every
+    timing round; it may raise ``PocStopped`` to end the run there (the results already yielded stand)."""
     import torch
 
-    from workers.measure import (
-        MeasureConfig,
-        PeakMemory,
-        count_parameters,
-        device_description,
-        evaluate_causal_lm,
-        evaluate_classifier,
-        fix_threads,
-        generation_sweep,
-        latency_sweep,
-        software_versions,
-    )
+    from workers.environment import device_description, software_versions
+    from workers.measure import MeasureConfig, count_parameters, fix_threads
 
     config: MeasureConfig = spec.measure or MeasureConfig()
+    # The round order and every bootstrap draw from the PoC's seed: the same samples give the same intervals.
+    config = replace(config, timing=replace(config.timing, seed=spec.seed))
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise PocError(
             "This request runs on a GPU, but this worker has no CUDA device; route it to a GPU worker."
@@ -120,6 +124,11 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
         raise PocError(str(exc)) from exc
     generative = spec.task == CAUSAL_LM
     label2id = {} if generative else _label_mapping(teacher, split)
+    reference = (teacher, tokenizer)
+    if baseline_pipeline(spec.serving_runtime):
+        report(0.0, f"converting the model to {spec.serving_runtime}, the runtime it is served with today")
+        served = CandidateSpec("served", baseline_pipeline(spec.serving_runtime))
+        reference = _produce(teacher, tokenizer, split, served, spec, config, report, _PrefixCache([]))[:2]
 
     lm_eval = split.eval[: config.lm_eval_texts or None] if generative else []
     environment = {
@@ -134,7 +143,9 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
     }
     eval_texts = [e.text for e in split.eval]
     total = len(spec.candidates)
-    cache = _PrefixCache([c.pipeline for c in spec.candidates])
+    cache = _PrefixCache(
+        [] if spec.keep_prefixes else [c.pipeline for c in spec.candidates], spec.keep_prefixes
+    )
     for index, candidate in enumerate(spec.candidates):
 
         def step_report(fraction: float, message: str, _index: int = index, _label: str = "") -> None:
@@ -151,51 +162,26 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
 
             step_report(0.5, f"{label}: saving and reloading")
             artifact = Path(spec.artifacts_dir) / f"candidate-{candidate.key}"
-            size_bytes = save_model(
-                produced, produced_tokenizer, artifact, card=_model_card(label, candidate, notes)
-            )
-            if format_notes := _format_notes(artifact):
-                with open(artifact / "README.md", "a") as card:
-                    card.write("\n" + "\n\n".join(format_notes) + "\n")
+            size_bytes = _save(produced, produced_tokenizer, artifact, _model_card(label, candidate, notes))
             del produced, produced_tokenizer
             gc.collect()
             model, reloaded_tokenizer = load_pretrained(artifact, spec.task, device=spec.device)
 
             if generative:
                 step_report(0.6, f"{label}: measuring perplexity on {len(lm_eval)} held-out texts")
-                quality = evaluate_causal_lm(
-                    model,
-                    reloaded_tokenizer,
-                    lm_eval,
-                    device=spec.device,
-                    max_length=config.max_length,
-                    batch_size=config.lm_eval_batch_size,
-                )
             else:
                 step_report(0.6, f"{label}: measuring accuracy on {len(split.eval)} held-out examples")
-                quality = evaluate_classifier(
-                    model,
-                    reloaded_tokenizer,
-                    split.eval,
-                    label2id,
-                    device=spec.device,
-                    max_length=config.max_length,
-                    batch_size=config.eval_batch_size,
-                )
-            sweep = generation_sweep if generative else latency_sweep
-            what = f"generating {config.new_tokens} tokens" if generative else "measuring latency"
-            step_report(0.75, f"{label}: {what} at batch sizes {list(config.batch_sizes)}")
-            with PeakMemory(spec.device) as memory:
-                latency = sweep(
-                    model,
-                    reloaded_tokenizer,
-                    eval_texts,
-                    device=spec.device,
-                    config=config,
-                    on_batch_size=lambda i, b, _label=label, _what=what: step_report(
-                        0.75 + 0.25 * i / len(config.batch_sizes), f"{_label}: {_what} at batch size {b}"
-                    ),
-                )
+            quality = _quality(model, reloaded_tokenizer, spec, config, split, lm_eval, label2id)
+            memory, latency, timing, goodput = _time_latency(
+                model,
+                reloaded_tokenizer,
+                reference,
+                eval_texts,
+                spec=spec,
+                config=config,
+                is_baseline=not candidate.pipeline,
+                step_report=functools.partial(_labelled_report, step_report, label),
+            )
             parameters, nonzero = count_parameters(model)
             del model
             gc.collect()
@@ -207,21 +193,244 @@ def run_poc(spec: PocSpec, report: Report) -> Iterator[CandidateResult]:
         yield CandidateResult(
             candidate.key,
             ok=True,
-            figures={
-                **quality,
-                "latency": latency,
-                "size_bytes": size_bytes,
-                "parameters": parameters,
-                "nonzero_parameters": nonzero,
-                "peak_memory_bytes": memory.peak_bytes,
-                "produce_seconds": produce_seconds,
-                "device_hours": produce_seconds / 3600,
-            },
-            environment={**environment, "plugins": versions},
+            measurement=Measurement(
+                latency=tuple(latency),
+                # Classification reports accuracy and macro-F1; text generation perplexity and exact match.
+                accuracy=quality.get("accuracy"),
+                macro_f1=quality.get("macro_f1"),
+                perplexity=quality.get("perplexity"),
+                exact_match=quality.get("exact_match"),
+                size_bytes=size_bytes,
+                parameters=parameters,
+                nonzero_parameters=nonzero,
+                peak_memory_bytes=memory,
+                produce_seconds=produce_seconds,
+                device_hours=produce_seconds / 3600,
+                goodput=goodput,
+            ),
+            environment={**environment, **_sample_counts(quality), "plugins": versions, **timing},
             notes=notes,
             artifact_path=str(artifact),
         )
         step_report(1.0, f"{label}: measured")
+
+
+def _labelled_report(report: Report, label: str, fraction: float, message: str) -> None:
+    """``report`` with the candidate's label before the message."""
+    report(fraction, f"{label}: {message}")
+
+
+def _time_latency(
+    model: Any,
+    tokenizer: Any,
+    reference: tuple[Any, Any],
+    texts: Sequence[str],
+    *,
+    spec: PocSpec,
+    config: Any,
+    is_baseline: bool,
+    step_report: Report,
+) -> tuple[int | None, list[Any], dict[str, float], Goodput | None]:
+    """The candidate's peak memory (alone), then its latency sweep timed against ``reference`` (the
+    baseline model and tokenizer) in interleaved rounds, reporting progress from 0.75 to 1 (to 0.9 when the
+    serving scenario follows, see ``_goodput``); its goodput (None when not asked for); and, for the
+    environment, how long the timing took (``latency_timing_seconds``).
+
+    The baseline row (the empty pipeline) is timed the same way, against a second copy of itself: the
+    teacher against the baseline's saved-and-reloaded model. That costs one more timing per PoC, and buys
+    baseline figures that rest on the same method and sample counts as every candidate's, a stability
+    verdict (the ratio of two identical models must sit within the noise allowance around 1), and no
+    dependence on which candidate runs first or on the baseline being in this run at all (a resumed run
+    measures only the candidates not done yet). Taking the baseline's figures from its first pairing
+    would save that time, but would tie the baseline row to another candidate's run and leave a
+    baseline-only PoC without one. The baseline's own speedup (about 1) is not stored.
+    """
+    from workers.measure import generation_sweep, latency_sweep, peak_memory
+
+    generative = spec.task == CAUSAL_LM
+    started = time.perf_counter()
+    memory = peak_memory(model, tokenizer, texts, device=spec.device, config=config, generative=generative)
+    sweep = generation_sweep if generative else latency_sweep
+    what = f"generating {config.new_tokens} tokens" if generative else "measuring latency"
+    step_report(0.75, f"{what} at batch sizes {list(config.batch_sizes)}")
+    share = 0.15 if config.goodput is not None and spec.targets is not None else 0.25
+    progress = _TimingProgress(config, lambda f, m: step_report(0.75 + share * f, f"{what}{m}"))
+    latency = sweep(
+        model,
+        tokenizer,
+        texts,
+        device=spec.device,
+        config=config,
+        reference=reference,
+        is_baseline=is_baseline,
+        on_batch_size=progress.batch_size,
+        on_round=progress.round,
+    )
+    timing = {"latency_timing_seconds": round(time.perf_counter() - started, 3)}
+    goodput, seconds = _goodput(
+        model, tokenizer, texts, latency, spec=spec, config=config, step_report=step_report
+    )
+    return memory, latency, {**timing, **seconds}, goodput
+
+
+def _goodput(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    latency: Sequence[Any],
+    *,
+    spec: PocSpec,
+    config: Any,
+    step_report: Report,
+) -> tuple[Goodput | None, dict[str, float]]:
+    """The serving scenario after the timing (workers/goodput.py): the candidate behind a dynamic batcher,
+    Poisson arrivals in real time, the highest rate whose attainment holds over the batcher settings
+    (max batch: each timed batch size; max wait: MEASURE_GOODPUT_MAX_WAITS_MS), reporting progress from 0.9
+    to 1 (the report may raise ``PocStopped``: it is let through). None when not asked for."""
+    policy = config.goodput
+    if policy is None or spec.targets is None:
+        return None, {}
+    from workers.goodput import search_goodput
+    from workers.serving import STATIC, RealClock, model_executor, run_trial
+
+    started = time.perf_counter()
+    generative, targets = spec.task == CAUSAL_LM, spec.targets
+    tokens = min(targets.tokens, policy.max_tokens) if generative else 1
+    bounds = {p.batch_size: _static_bound(p, tokens) for p in latency}
+    execute = model_executor(
+        model,
+        tokenizer,
+        texts,
+        device=spec.device,
+        config=config,
+        generative=generative,
+        max_batch=max(bounds),
+        warm_sizes=sorted(bounds),
+    )
+    clock, shown = RealClock(), {"setting": (0, 1)}
+
+    def on_setting(position: int, count: int, setting: Any) -> None:
+        shown["setting"] = (position, count)
+
+    def trial(rate: float, setting: Any, decided: Any) -> Any:
+        position, count = shown["setting"]
+        step_report(
+            0.9 + 0.1 * position / count,
+            f"serving {rate:.1f} req/s in batches of up to {setting.max_batch}, "
+            f"waiting at most {setting.max_wait_ms:g} ms",
+        )
+        return run_trial(
+            rate,
+            setting,
+            execute,
+            clock=clock,
+            targets=targets,
+            limits=policy.limits,
+            seed=spec.seed,  # the same arrival pattern, scaled, at every rate
+            decided=decided,
+            tokens=tokens,
+        )
+
+    goodput = search_goodput(
+        trial,
+        bounds,
+        policy,
+        target_ms=targets.first_ms,
+        itl_target_ms=targets.itl_ms if generative else None,
+        tokens=targets.tokens if generative else None,
+        capped_tokens=tokens if generative and tokens < targets.tokens else None,
+        batching=STATIC,
+        on_setting=on_setting,
+    )
+    return goodput, {"goodput_seconds": round(time.perf_counter() - started, 3)}
+
+
+def _static_bound(point: Any, tokens: int) -> float:
+    """Requests/s with full batches back to back and no waiting: ``b ÷ median`` (text generation: the
+    median time composed for a reply of ``tokens`` tokens), the optimistic upper bound on goodput."""
+    if point.ttft_p50_ms is not None and point.itl_p50_ms is not None:
+        return float(point.batch_size * 1000 / (point.ttft_p50_ms + (tokens - 1) * point.itl_p50_ms))
+    return float(point.throughput_rps)
+
+
+class _TimingProgress:
+    """Progress of the interleaved timing: a step per batch size, moved along by every round (and every
+    re-measurement), for the request's progress line. The round number is in the message at most once a
+    second, so a fast model's rounds do not write the row many times a second; the fraction still moves.
+    ``report`` may raise ``PocStopped``: it is let through, between two rounds."""
+
+    def __init__(self, config: Any, report: Report) -> None:
+        self.sizes = len(config.batch_sizes)
+        self.max_rounds = config.timing.max_rounds
+        self.attempts = config.timing.remeasure + 1
+        self.report = report
+        self.message = ""
+        self.shown = 0.0
+
+    def batch_size(self, position: int, batch_size: int) -> None:
+        self.message = f" at batch size {batch_size}"
+        self.shown = time.monotonic()
+        self.report(position / self.sizes, self.message)
+
+    def round(self, position: int, batch_size: int, attempt: int, done: int) -> None:
+        within = (attempt - 1 + min(1.0, done / self.max_rounds)) / self.attempts
+        if time.monotonic() - self.shown >= 1.0:
+            again = f", re-measuring ({attempt} of {self.attempts})" if attempt > 1 else ""
+            self.message = f" at batch size {batch_size}{again}, round {done}"
+            self.shown = time.monotonic()
+        self.report((position + within) / self.sizes, self.message)
+
+
+def _save(model: Any, tokenizer: Any, artifact: Path, card: str) -> int:
+    """Save the candidate as its artifact, with what its format means in the model card; its size in bytes."""
+    size_bytes = save_model(model, tokenizer, artifact, card=card)
+    if format_notes := _format_notes(artifact):
+        with open(artifact / "README.md", "a") as readme:
+            readme.write("\n" + "\n\n".join(format_notes) + "\n")
+    return size_bytes
+
+
+def _quality(
+    model: Any,
+    tokenizer: Any,
+    spec: PocSpec,
+    config: Any,
+    split: Split,
+    lm_eval: Sequence[Example],
+    label2id: dict[str, int],
+) -> dict[str, Any]:
+    """Quality on the held-out split: perplexity (and exact match where there are references) for a causal
+    LM, accuracy and macro-F1 for a classifier."""
+    from workers.measure import evaluate_causal_lm, evaluate_classifier
+
+    if spec.task == CAUSAL_LM:
+        return evaluate_causal_lm(
+            model,
+            tokenizer,
+            lm_eval,
+            device=spec.device,
+            max_length=config.max_length,
+            batch_size=config.lm_eval_batch_size,
+        )
+    return evaluate_classifier(
+        model,
+        tokenizer,
+        split.eval,
+        label2id,
+        device=spec.device,
+        max_length=config.max_length,
+        batch_size=config.eval_batch_size,
+    )
+
+
+def _sample_counts(quality: dict[str, Any]) -> dict[str, int]:
+    """What a causal LM's quality figures rest on: the tokens scored for perplexity, and the examples
+    whose reference completion was compared (only where the data has references)."""
+    counts = {
+        "perplexity_tokens": quality.get("eval_tokens"),
+        "reference_examples": quality.get("reference_examples"),
+    }
+    return {name: count for name, count in counts.items() if count is not None}
 
 
 def _label_mapping(model: Any, split: Split) -> dict[str, int]:
@@ -246,9 +455,14 @@ class _Stage:
 
 class _PrefixCache:
     """Keeps the model after a pipeline prefix that several candidates share, so one distillation serves
-    every hybrid that starts with it. Each candidate is still charged the full time to produce it."""
+    every hybrid that starts with it. Each candidate is still charged the full time to produce it. With
+    ``keep_all`` (a search, whose later candidates are not known yet) every proper prefix is kept, the
+    KEEP_ALL_LIMIT most recent ones."""
 
-    def __init__(self, pipelines: Sequence[Sequence[dict[str, Any]]]) -> None:
+    KEEP_ALL_LIMIT = 4
+
+    def __init__(self, pipelines: Sequence[Sequence[dict[str, Any]]], keep_all: bool = False) -> None:
+        self.keep_all = keep_all
         counts: dict[str, int] = {}
         for pipeline in pipelines:
             for length in range(1, len(pipeline) + 1):
@@ -271,8 +485,12 @@ class _PrefixCache:
                 )
         return 0, None
 
-    def offer(self, prefix: Sequence[dict[str, Any]], stage: _Stage) -> None:
+    def offer(self, prefix: Sequence[dict[str, Any]], stage: _Stage, final: bool = False) -> None:
         key = self._key(prefix)
+        if self.keep_all and not final and key not in self.stages:
+            while len(self.stages) >= self.KEEP_ALL_LIMIT:
+                self.stages.pop(next(iter(self.stages)))
+            self.shared.add(key)
         if key in self.shared and key not in self.stages:
             self.stages[key] = _Stage(
                 copy.deepcopy(stage.model), stage.tokenizer, dict(stage.notes), stage.seconds
@@ -291,12 +509,16 @@ def _produce(
 ) -> tuple[Any, Any, dict[str, Any], float]:
     """Apply the pipeline's techniques in order to a copy of the teacher, starting from the longest prefix
     already produced; return (model, tokenizer, notes, seconds spent producing it, prefix included)."""
-    if not candidate.pipeline:
+    if not candidate.pipeline and not baseline_pipeline(spec.serving_runtime):
         return teacher, tokenizer, {}, 0.0
+    pipeline, serving_note = served_pipeline(candidate.pipeline, spec.serving_runtime)
+    candidate = replace(candidate, pipeline=pipeline)
     steps = len(candidate.pipeline)
     done, stage = cache.longest(candidate.pipeline)
     if stage is None:
         stage = _Stage(copy.deepcopy(teacher), tokenizer, {}, 0.0)
+    if serving_note:
+        stage.notes = {**stage.notes, "served on": serving_note}
     else:
         step_report(0.5 * done / steps, f"reusing the model after its first {done} step(s)")
     for position in range(done, steps):
@@ -330,7 +552,7 @@ def _produce(
         if technique_cls.speedup_caveat:
             stage.notes.setdefault("caveats", []).append(technique_cls.speedup_caveat)
         stage.notes.update({f"{technique_cls.name}: {key}": value for key, value in ctx.notes.items()})
-        cache.offer(candidate.pipeline[: position + 1], stage)
+        cache.offer(candidate.pipeline[: position + 1], stage, final=position + 1 == steps)
     return stage.model, stage.tokenizer, stage.notes, stage.seconds
 
 

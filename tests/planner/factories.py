@@ -1,4 +1,4 @@
-"""Requests with measured candidates, made through the services the worker uses (no worker, no torch)."""
+"""Requests with measured candidates, made through the functions the worker uses (no worker, no torch)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 from planner import services
 from planner.models import PocRequest
+from workers.execution import candidate_record_result, poc_request_finish
+from workers.record import LatencyPoint, Measurement
 from workers.runner import CandidateResult
 
 INT8 = [{"technique": "quantize.dynamic-int8"}]
@@ -46,23 +48,28 @@ def sweep(p95_batch1_ms: float, *, batch_sizes=(1, 8)) -> list[dict[str, Any]]:
     return points
 
 
+def points(latency: list[dict[str, Any]]) -> tuple[LatencyPoint, ...]:
+    """A sweep as the stored dicts (``sweep``, ``gen_sweep``) turned into the runner's latency points."""
+    return tuple(LatencyPoint.from_json(p) for p in latency)
+
+
 def record(candidate, *, accuracy: float, latency: list[dict], size: int = 4_000_000, device_hours=0.01):
-    services.candidate_record_result(
+    candidate_record_result(
         candidate=candidate,
         result=CandidateResult(
             str(candidate.pk),
             ok=True,
-            figures={
-                "accuracy": accuracy,
-                "macro_f1": accuracy - 0.01,
-                "latency": latency,
-                "size_bytes": size,
-                "parameters": 1000,
-                "nonzero_parameters": 900,
-                "peak_memory_bytes": 10**8,
-                "produce_seconds": 36.0,
-                "device_hours": device_hours,
-            },
+            measurement=Measurement(
+                accuracy=accuracy,
+                macro_f1=accuracy - 0.01,
+                latency=points(latency),
+                size_bytes=size,
+                parameters=1000,
+                nonzero_parameters=900,
+                peak_memory_bytes=10**8,
+                produce_seconds=36.0,
+                device_hours=device_hours,
+            ),
             environment={"device": "cpu", "device_name": "test CPU", "threads": 1, "torch": "2.x"},
             notes={},
         ),
@@ -98,7 +105,7 @@ def measured_request(
     for candidate, (accuracy, latency) in zip(poc_request.candidates.all(), models, strict=True):
         record(candidate, accuracy=accuracy, latency=latency)
     if finish:
-        services.poc_request_finish(request_id=poc_request.pk)
+        poc_request_finish(request_id=poc_request.pk)
         services.poc_request_summary_refresh(request_id=poc_request.pk)
     poc_request.refresh_from_db()
     return poc_request
@@ -148,24 +155,29 @@ def record_generation(
     device_hours=0.01,
 ):
     """A causal-LM result with the figures the worker reports (no accuracy or macro-F1)."""
-    services.candidate_record_result(
+    candidate_record_result(
         candidate=candidate,
         result=CandidateResult(
             str(candidate.pk),
             ok=True,
-            figures={
-                "perplexity": perplexity,
-                "eval_tokens": 4096,
-                "exact_match": exact_match,
-                "latency": latency,
-                "size_bytes": size,
-                "parameters": 134_515_008,
-                "nonzero_parameters": 134_515_008,
-                "peak_memory_bytes": 6 * 10**8,
-                "produce_seconds": 36.0,
-                "device_hours": device_hours,
+            measurement=Measurement(
+                perplexity=perplexity,
+                exact_match=exact_match,
+                latency=points(latency),
+                size_bytes=size,
+                parameters=134_515_008,
+                nonzero_parameters=134_515_008,
+                peak_memory_bytes=6 * 10**8,
+                produce_seconds=36.0,
+                device_hours=device_hours,
+            ),
+            environment={
+                "device": "cpu",
+                "device_name": "test CPU",
+                "threads": 1,
+                "torch": "2.x",
+                "perplexity_tokens": 4096,
             },
-            environment={"device": "cpu", "device_name": "test CPU", "threads": 1, "torch": "2.x"},
             notes={},
         ),
     )
@@ -211,7 +223,7 @@ def measured_generation_request(
             exact_match=None if candidate.is_baseline else exact_match,
         )
     if finish:
-        services.poc_request_finish(request_id=poc_request.pk)
+        poc_request_finish(request_id=poc_request.pk)
         services.poc_request_summary_refresh(request_id=poc_request.pk)
     poc_request.refresh_from_db()
     return poc_request

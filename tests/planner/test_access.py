@@ -217,7 +217,9 @@ def test_team_lists_keep_their_query_count(world, cpu_hardware):
                     b"".join(response.streaming_content)
             assert response.status_code == 200, name
             counts.append((name, len(queries)))
-    assert counts[: len(pages)] == counts[len(pages) :] and max(c for _, c in counts) <= 10, counts
+    # The portfolio's review sections (realised savings, reviews due, changed recommendations) read two more
+    # tables once each: still a fixed number of queries, whatever the number of requests.
+    assert counts[: len(pages)] == counts[len(pages) :] and max(c for _, c in counts) <= 12, counts
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from planner import roi, selectors
+from planner import dashboard_forms, roi
+from planner.dashboard import request as request_view
+from planner.dashboard import wording
 from planner.models import Candidate, HardwareProfile, PocRequest
 from tests.planner.factories import measured_request, sweep
 
@@ -39,9 +41,9 @@ def _get(client, poc_request, **params):
     return client.get(reverse("planner:request-detail", args=[poc_request.pk]), params)
 
 
-def _section(body: str, element_id: str) -> str:
+def _section(body: str, element_id: str, length: int = 1500) -> str:
     start = body.index(f'id="{element_id}"')
-    return body[start : start + 1500]
+    return body[start : start + length]
 
 
 def _chart_data(body: str) -> dict:
@@ -68,8 +70,12 @@ def test_the_table_has_every_figure_and_capacity_comes_from_the_batch_sweep(clie
     row = body[
         body.index(f'id="candidate-{int8.pk}"') : body.index("</tr>", body.index(f'id="candidate-{int8.pk}"'))
     ]
-    for figure in ["89.0%", "88.0%", "8.00 ms", "10.0 ms", "11.0 ms", "2.00×", "353.6", "at batch 8"]:
+    for figure in ["89.0%", "88.0%", "8.00 ms", "10.0 ms", "100 samples", "2.00×", "353.6", "at batch 8"]:
         assert figure in row, figure
+    # A p99 of 100 samples (it needs 500) is refused, not shown; the speedup of a point timed before
+    # interleaved rounds is the ratio of the p95s, and says so.
+    assert "too few samples (100 of the 500 a p99 needs)" in row and "11.0 ms" not in row
+    assert "ratio of the p95s (older measurement)" in row
     for money in ["$70.08", "$0.11", "$280.32", "$1,000.00", "3.6 months", "236%"]:
         assert money in row, money
     # Energy and CO₂: 1 replica × 65 W × 730 h = 47.45 kWh; × 0.4 kg/kWh = 18.98 kg.
@@ -162,7 +168,7 @@ def test_economics_that_roi_refuses_are_reported_not_a_500(client_logged_in, sce
     def refuse(**kwargs):
         raise ValueError("peak_factor must be ≥ 1, got 0.5")
 
-    monkeypatch.setattr(selectors, "economics_with_overrides", refuse)
+    monkeypatch.setattr(dashboard_forms, "economics_with_overrides", refuse)
     response = _get(client_logged_in, scenario, peak_factor="2")
     assert response.status_code == 200
     assert "These figures cannot be combined: peak_factor must be ≥ 1" in _section(
@@ -171,12 +177,12 @@ def test_economics_that_roi_refuses_are_reported_not_a_500(client_logged_in, sce
 
 
 def test_economics_with_overrides_is_validated_by_roi(scenario):
-    e = selectors.economics_with_overrides(poc_request=scenario, overrides={"horizon_months": 6})
+    e = request_view.economics_with_overrides(poc_request=scenario, overrides={"horizon_months": 6})
     assert e.horizon_months == 6 and e.requests_per_day == Decimal(8_640_000)
     with pytest.raises(ValueError, match="peak_factor must be ≥ 1"):
-        selectors.economics_with_overrides(poc_request=scenario, overrides={"peak_factor": Decimal("0.5")})
+        request_view.economics_with_overrides(poc_request=scenario, overrides={"peak_factor": Decimal("0.5")})
     with pytest.raises(ValueError, match="not a what-if figure: p95_target_ms"):
-        selectors.economics_with_overrides(poc_request=scenario, overrides={"p95_target_ms": Decimal(1)})
+        request_view.economics_with_overrides(poc_request=scenario, overrides={"p95_target_ms": Decimal(1)})
 
 
 def test_blocked_request_names_the_blocking_target(client_logged_in, user, cpu_hardware):
@@ -204,9 +210,12 @@ def test_english_sentences_match_roi_word_for_word(scenario, user, cpu_hardware)
         models=[(0.90, sweep(40)), (0.80, sweep(31)), (0.873, sweep(5)), (0.8729, sweep(30.04))],
     )
     for poc_request in (scenario, blocked):
-        report = selectors.poc_request_roi(poc_request=poc_request)
+        report = request_view.poc_request_roi(poc_request=poc_request)
         for row in report.rows:
-            assert selectors.describe_blockers(row=row, report=report) == row.blockers
+            # roi gives the blockers as data and wording one sentence for each (tests/planner/test_i18n.py
+            # checks their English word for word).
+            sentences = wording.blocker_sentences(row, report)
+            assert len(sentences) == len(row.blockers) and (not sentences) == row.feasible
 
 
 def test_a_request_still_running_shows_progress_and_provisional_figures(client_logged_in, user, cpu_hardware):
@@ -358,13 +367,16 @@ def test_dashboard_queries_do_not_grow_with_candidates(client_logged_in, user, c
             assert response.status_code == 200
             counts.append((name, len(queries)))
     assert counts[:3] == counts[3:]
-    assert max(c for _, c in counts) <= 6
+    # Session, user, request, candidates, two permission reads, and the hardware's latest calibration (the
+    # estimate-against-measurement table): a fixed number, whatever the number of candidates.
+    assert max(c for _, c in counts) <= 7
 
 
 def test_roi_module_is_what_the_dashboard_uses(scenario):
-    dashboard = selectors.poc_request_dashboard(poc_request=scenario)
+    dashboard = request_view.poc_request_dashboard(poc_request=scenario)
     report = roi.evaluate(
-        [selectors.measurement_for(c) for c in scenario.candidates.all()], selectors.economics_for(scenario)
+        [request_view.measurement_for(c) for c in scenario.candidates.all()],
+        request_view.economics_for(scenario),
     )
     assert dashboard.report == report
 
@@ -373,9 +385,183 @@ def test_grid_intensity_what_if_and_unchanged_controls(client_logged_in, scenari
     body = _get(client_logged_in, scenario, grid_kg_co2_per_kwh="0").content.decode()
     int8 = scenario.candidates.get(position=1)
     row = body[body.index(f'id="candidate-{int8.pk}"') :]
-    assert '47.5</td><td class="num">0.0</td>' in row[: row.index("</tr>")]
+    assert '47.5</td><td class="num detail">0.0</td>' in row[: row.index("</tr>")]
     # Submitting the controls unchanged is not a scenario.
     unchanged = _get(
         client_logged_in, scenario, requests_per_day="8640000", horizon_months="12"
     ).content.decode()
     assert 'id="whatif-banner"' not in unchanged
+
+
+# --- timing trust: intervals, samples, unstable and undecided measurements (docs/measurement.md) ---------
+
+
+def _timed(latency: list[dict], **batch1) -> list[dict]:
+    """A sweep whose batch-1 point carries what interleaved timing stores (intervals, samples, speedup)."""
+    first, *rest = latency
+    return [{**first, **batch1}, *rest]
+
+
+TRUSTED_BASELINE = dict(
+    iterations=1200, p95_low_ms=19.2, p95_high_ms=20.8, p99_low_ms=21.0, p99_high_ms=23.2, rounds=24
+)
+TRUSTED_INT8 = dict(
+    iterations=1200,
+    p50_low_ms=7.8,
+    p50_high_ms=8.3,
+    p95_low_ms=9.6,
+    p95_high_ms=10.4,
+    p99_low_ms=10.5,
+    p99_high_ms=11.6,
+    speedup=1.46,
+    speedup_low=1.41,
+    speedup_high=1.52,
+    rounds=24,
+    load_avg=0.3,
+    other_cpu_share=0.02,
+)
+BUSY = "the host was busy (load 4.1 on 2 cores)"
+
+
+def _trusted_request(user, hardware, *, baseline=TRUSTED_BASELINE, int8=TRUSTED_INT8):
+    return measured_request(
+        owner=user,
+        hardware=hardware,
+        models=[(0.90, _timed(sweep(20), **baseline)), (0.89, _timed(sweep(10), **int8))],
+        engineering_hours=Decimal(10),
+    )
+
+
+def _row(body: str, candidate) -> str:
+    start = body.index(f'id="candidate-{candidate.pk}"')
+    return body[start : body.index("</tr>", start)]
+
+
+def test_the_table_shows_each_latency_with_its_interval_and_samples(client_logged_in, user, cpu_hardware):
+    poc_request = _trusted_request(user, cpu_hardware)
+    base, int8 = poc_request.candidates.all()
+    body = _get(client_logged_in, poc_request).content.decode()
+    row = _row(body, int8)
+    for figure in [
+        "8.00 ms (7.80–8.30)",  # p50
+        "10.0 ms (9.6–10.4)",  # p95
+        "11.0 ms (10.5–11.6)",  # p99: 1,200 samples are enough
+        "1,200 samples",
+        "1.46× (1.41–1.52)",
+        "24 rounds",
+    ]:
+        assert figure in row, figure
+    assert "older measurement" not in row and "unstable" not in row and "too few samples" not in row
+    assert '<span class="yes">yes</span>' in row
+    assert "1.00×" in _row(body, base)
+    # The headline's latency card has the interval and the samples too.
+    card = _section(body, "card-p95")
+    assert "10.0 ms (9.6–10.4)" in card and "1,200 samples" in card
+    # The engineer's columns are detail cells (hidden until the toggle is checked), header and body alike.
+    assert '<th data-column="p99_ms_batch1" class="num detail">' in body
+    assert '<td class="num detail">11.0 ms (10.5–11.6)' in row
+    css = (settings.BASE_DIR / "planner/static/planner/site.css").read_text()
+    assert ".candidates .detail { display: none; }" in css and "visibility: collapse" not in css
+
+
+def test_the_csv_carries_the_intervals_samples_speedup_and_verdict(client_logged_in, user, cpu_hardware):
+    poc_request = _trusted_request(user, cpu_hardware)
+    base, int8 = _csv(client_logged_in.get(reverse("planner:request-csv", args=[poc_request.pk])))
+    assert (int8["p95_ms_batch1"], int8["p95_low_ms_batch1"], int8["p95_high_ms_batch1"]) == (
+        "10.0",
+        "9.6",
+        "10.4",
+    )
+    assert (int8["p99_ms_batch1"], int8["p99_low_ms_batch1"], int8["p99_high_ms_batch1"]) == (
+        "11.0",
+        "10.5",
+        "11.6",
+    )
+    assert int8["samples_batch1"] == "1200" and int8["iterations_by_batch"] == "1: 1200; 8: 100"
+    assert (int8["speedup_batch1"], int8["speedup_low_batch1"], int8["speedup_high_batch1"]) == (
+        "1.46",
+        "1.41",
+        "1.52",
+    )
+    assert int8["rounds_batch1"] == "24" and int8["load_avg_batch1"] == "0.3"
+    assert int8["other_cpu_share_batch1"] == "0.02" and int8["speedup_by_batch"] == "1: 1.46"
+    assert int8["verdict"] == "feasible" and int8["unstable"] == "" and int8["unstable_batch_size"] == ""
+    assert base["speedup_batch1"] == "" and base["verdict"] == "feasible"
+
+
+def test_a_p99_from_too_few_samples_is_refused_in_the_table_and_the_csv(client_logged_in, user, cpu_hardware):
+    few = {**TRUSTED_INT8, "iterations": 300}
+    poc_request = _trusted_request(user, cpu_hardware, int8=few)
+    int8 = poc_request.candidates.get(position=1)
+    row = _row(_get(client_logged_in, poc_request).content.decode(), int8)
+    assert "too few samples (300 of the 500 a p99 needs)" in row and "11.0 ms" not in row
+    assert "10.0 ms (9.6–10.4)" in row and "300 samples" in row  # the p95 has enough
+    csv_row = _csv(client_logged_in.get(reverse("planner:request-csv", args=[poc_request.pk])))[1]
+    assert csv_row["p99_ms_batch1"] == "" and csv_row["samples_batch1"] == "300"
+    page = client_logged_in.get(reverse("planner:candidate-measurement", args=[poc_request.pk, int8.pk]))
+    assert "too few samples (300 of the 500 a p99 needs)" in page.content.decode()
+
+
+def test_an_unstable_measurement_is_flagged_with_its_reason_and_never_passes_as_clean(
+    client_logged_in, user, cpu_hardware
+):
+    poc_request = _trusted_request(user, cpu_hardware, int8={**TRUSTED_INT8, "unstable": BUSY})
+    base, int8 = poc_request.candidates.all()
+    body = _get(client_logged_in, poc_request).content.decode()
+    row = _row(body, int8)
+    assert f'<span class="badge unstable">unstable</span>: {BUSY}' in row
+    # The figures are flagged where they are shown, and the verdict is undecided, not "yes".
+    assert '<td class="num detail unstable" title="unstable">1.46× (1.41–1.52)' in row
+    assert '<span class="undecided">undecided</span>' in row and '<span class="yes">' not in row
+    assert f"the measurement is unstable ({BUSY}): its latency cannot be trusted" in row
+    # A cheaper model whose measurement cannot be trusted is not recommended: the current model is kept.
+    assert "Keep the current model" in _section(body, "card-recommendation")
+    assert "re-run it to decide" in _section(body, "recommendation")
+    int8_csv = _csv(client_logged_in.get(reverse("planner:request-csv", args=[poc_request.pk])))[1]
+    assert int8_csv["unstable"] == BUSY and int8_csv["unstable_batch_size"] == "1"
+    assert int8_csv["verdict"] == "undecided" and int8_csv["feasible"] == "False"
+    pareto = _chart_data(body)["pareto"]
+    assert pareto[1]["undecided"] and pareto[1]["unstable"] and not pareto[0]["undecided"]
+    assert (pareto[1]["p95_low_ms"], pareto[1]["p95_high_ms"]) == (9.6, 10.4)
+    # The raw figures: per batch size the verdict, the host's load and the interval with its samples.
+    page = client_logged_in.get(reverse("planner:candidate-measurement", args=[poc_request.pk, int8.pk]))
+    text = page.content.decode()
+    assert 'id="unstable"' in text and f"unstable: {BUSY}" in text and '<tr class="meets unstable">' in text
+    assert "10.0 ms (9.6–10.4), 1,200 samples" in text and "1.46× (1.41–1.52), 24 rounds" in text
+    assert "load 0.3; other processes 2% of the CPU" in text
+
+
+def test_an_undecided_recommendation_says_what_to_rerun(client_logged_in, user, cpu_hardware):
+    poc_request = _trusted_request(
+        user,
+        cpu_hardware,
+        baseline={**TRUSTED_BASELINE, "unstable": BUSY},
+        int8={**TRUSTED_INT8, "unstable": BUSY},
+    )
+    base, int8 = poc_request.candidates.all()
+    body = _get(client_logged_in, poc_request).content.decode()
+    card = _section(body, "card-recommendation")
+    assert "Not decided yet: re-measure" in card and "on a quiet or dedicated host" in card
+    assert '<section class="recommendation undecided" id="recommendation">' in body
+    recommendation = _section(body, "recommendation")
+    assert '<p id="undecided">No recommendation yet.</p>' in recommendation
+    assert f"The current model: the measurement is unstable ({BUSY})" in recommendation
+    assert "Re-measure on a quiet host, or a dedicated one" in _section(body, "rerun")
+    assert "not decided yet" in _section(body, "card-payback") and "—" in _section(body, "card-savings")
+    assert '<span class="undecided">undecided</span>' in _row(body, base)
+    # The portfolio counts it, and names the outcome.
+    portfolio = client_logged_in.get(reverse("planner:portfolio")).content.decode()
+    assert "1 undecided: re-measure" in _section(portfolio, "count-undecided", 100)
+    assert "Not decided: the measurements cannot tell" in _section(portfolio, f"request-{poc_request.pk}")
+
+
+def test_too_few_samples_for_a_p95_leaves_it_blank_and_asks_for_more_rounds(
+    client_logged_in, user, cpu_hardware
+):
+    blank = dict(iterations=50, p95_ms=None, p99_ms=None, rounds=5)
+    poc_request = _trusted_request(user, cpu_hardware, baseline=blank, int8={**blank, "speedup": 2.0})
+    base = poc_request.candidates.get(position=0)
+    body = _get(client_logged_in, poc_request).content.decode()
+    assert "too few samples (50 of the 100 a p95 needs)" in _row(body, base)
+    assert "with more rounds" in _section(body, "card-recommendation")
+    assert "Re-run the PoC with more rounds" in _section(body, "rerun")

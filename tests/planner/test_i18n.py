@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from django.utils import translation
 
+from planner import roi
+from planner.dashboard import wording
 from tests.planner.factories import measured_request, sweep
 
 LOCALE = Path(settings.BASE_DIR) / "planner" / "locale" / "ja" / "LC_MESSAGES"
@@ -141,3 +144,50 @@ def test_csv_columns_stay_stable_in_japanese(client_logged_in, scenario):
     )
     header = b"".join(response.streaming_content).decode("utf-8").splitlines()[0]
     assert header.startswith("\ufeffrequest_id,request_title,scenario,currency")
+
+
+def test_blocker_sentences_are_the_catalogues_english_word_for_word_and_exist_in_japanese():
+    """roi gives the blockers as data; wording alone words them, in English as the msgids say."""
+
+    def model(key, accuracy, p95_batch1):
+        latency = [roi.LatencyPoint(1, p95_batch1 * 0.8, p95_batch1, p95_batch1 * 1.1)]
+        latency.append(roi.LatencyPoint(8, p95_batch1 * 2, p95_batch1 * 2.5, p95_batch1 * 3))  # over 30 ms
+        return roi.ModelMeasurement(key, f"m{key}", key == "1", accuracy, latency, device_hours=0.1)
+
+    e = roi.Economics(
+        requests_per_day=86_400, price_per_hour=1, p95_target_ms=30, accuracy_floor_pct_of_baseline=97
+    )
+    # Floor 0.90 × 97% = 87.3%. m3 misses it by 0.01 points and the target by 0.04 ms.
+    report = roi.evaluate([model("1", 0.90, 40.0), model("2", 0.80, 31.0), model("3", 0.8729, 30.04)], e)
+    no_batch = "no batch size meets the 30 ms p95 target"
+    english = {
+        "1": ("p95 at batch 1 is 40.0 ms, 10.0 ms over the 30 ms target", no_batch),
+        "2": (
+            "accuracy 80.0% is 7.3 points below the floor of 87.3%",
+            "p95 at batch 1 is 31.0 ms, 1.0 ms over the 30 ms target",
+            no_batch,
+        ),
+        "3": (
+            "accuracy 87.3% is less than 0.1 points below the floor of 87.3%",
+            "p95 at batch 1 is 30.0 ms, less than 0.1 ms over the 30 ms target",
+            no_batch,
+        ),
+    }
+    blocking = roi.blocking_targets(report)
+    with translation.override("en"):
+        assert {row.key: wording.blocker_sentences(row, report) for row in report.rows} == english
+        assert wording.recommendation_sentence(report, "USD") == "No model meets the targets."
+        assert wording.blocking_sentences(blocking) == [
+            "p95 latency target 30 ms: the fastest model that keeps the accuracy floor (m1) takes 40.0 ms "
+            "at batch 1, 10.0 ms over."
+        ]
+    with translation.override("ja"):
+        japanese = {row.key: wording.blocker_sentences(row, report) for row in report.rows}
+        assert japanese["1"][0] == "バッチサイズ1のp95は 40.0 ms で、目標 30 ms を 10.0 ms 超えています"
+        assert "0.1未満" in japanese["3"][0] and "0.1未満" in japanese["3"][1]
+        for key, sentences in english.items():
+            assert all(ja != en for ja, en in zip(japanese[key], sentences, strict=True)), key
+        assert wording.recommendation_sentence(report, "USD") == "目標を満たすモデルはありません。"
+        assert wording.blocking_sentences(blocking)[0].startswith(
+            "p95レイテンシ目標 30 ms: 精度の下限を満たす"
+        )

@@ -254,8 +254,9 @@ def test_a_switch_the_current_model_cannot_match_has_no_savings_and_stays_out_of
     measured_request(owner=user, hardware=cpu_hardware, title="Must switch", models=BLOCKED[:1] + SWITCH[1:])
     measured_request(owner=user, hardware=cpu_hardware, title="Switch", models=SWITCH, engineering_hours=10)
     from planner import selectors
+    from planner.dashboard import portfolio as portfolio_figures
 
-    (total,) = selectors.portfolio_totals(requests=selectors.portfolio_requests(user=user))
+    (total,) = portfolio_figures.portfolio_totals(requests=selectors.portfolio_requests(user=user))
     assert total.switching == 2 and total.without_baseline_cost == 1
     assert total.baseline_monthly_cost - total.monthly_cost == total.monthly_savings == Decimal("280.32")
     assert total.one_time_cost == Decimal("5000.001920")  # both switches (40 h and 10 h at $100)

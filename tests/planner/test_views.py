@@ -7,6 +7,8 @@ from django.urls import reverse
 from planner import services
 from planner.models import Candidate, HardwareProfile, PocRequest
 from tests.tiny import tiny_csv
+from workers.execution import candidate_record_result, poc_request_finish
+from workers.record import LatencyPoint, Measurement
 from workers.runner import CandidateResult
 
 
@@ -136,33 +138,37 @@ def test_a_cpu_only_technique_is_refused_for_gpu_hardware(client_logged_in, tiny
 
 
 def _measured(candidate, *, accuracy, p95_ms, size, notes=None):
-    latency = [
-        {
-            "batch_size": 1,
-            "p50_ms": p95_ms * 0.8,
-            "p95_ms": p95_ms,
-            "p99_ms": p95_ms * 1.1,
-            "mean_ms": p95_ms,
-            "throughput_rps": 1000 / (p95_ms * 0.8),
-            "iterations": 100,
-            "mean_tokens": 20.0,
-        },
-    ]
-    figures = {
-        "accuracy": accuracy,
-        "macro_f1": accuracy - 0.01,
-        "latency": latency,
-        "size_bytes": size,
-        "parameters": 1000,
-        "nonzero_parameters": 1000,
-        "peak_memory_bytes": 10**8,
-        "produce_seconds": 36.0,
-        "device_hours": 0.01,
-    }
-    services.candidate_record_result(
+    latency = (
+        LatencyPoint(
+            batch_size=1,
+            p50_ms=p95_ms * 0.8,
+            p95_ms=p95_ms,
+            p99_ms=p95_ms * 1.1,
+            mean_ms=p95_ms,
+            throughput_rps=1000 / (p95_ms * 0.8),
+            iterations=100,
+            mean_tokens=20.0,
+        ),
+    )
+    measurement = Measurement(
+        accuracy=accuracy,
+        macro_f1=accuracy - 0.01,
+        latency=latency,
+        size_bytes=size,
+        parameters=1000,
+        nonzero_parameters=1000,
+        peak_memory_bytes=10**8,
+        produce_seconds=36.0,
+        device_hours=0.01,
+    )
+    candidate_record_result(
         candidate=candidate,
         result=CandidateResult(
-            str(candidate.pk), ok=True, figures=figures, environment={"device": "cpu"}, notes=notes or {}
+            str(candidate.pk),
+            ok=True,
+            measurement=measurement,
+            environment={"device": "cpu"},
+            notes=notes or {},
         ),
     )
 
@@ -182,7 +188,7 @@ def test_request_page_shows_figures_and_the_recommendation(client_logged_in, use
     base, int8 = poc_request.candidates.all()
     _measured(base, accuracy=0.90, p95_ms=40, size=4_000_000)
     _measured(int8, accuracy=0.89, p95_ms=20, size=1_000_000)
-    services.poc_request_finish(request_id=poc_request.pk)
+    poc_request_finish(request_id=poc_request.pk)
 
     response = client_logged_in.get(reverse("planner:request-detail", args=[poc_request.pk]))
     body = response.content.decode()

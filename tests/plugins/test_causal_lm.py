@@ -7,20 +7,22 @@ import pytest
 import torch
 
 from plugins import registry, training
-from plugins.artifacts import TORCHAO, load_pretrained, save_model
+from plugins.artifacts import load_pretrained, save_model
 from plugins.base import Context, Example, ParamError, TechniqueError
 from plugins.distill import KnowledgeDistillation
+from plugins.formats import dense_tensors
+from plugins.layers import keep_layers, layer_count
 from plugins.prune import (
     FfnPruning,
     HeadPruning,
     LayerDropping,
     MagnitudePruning,
     VocabularyPruning,
-    _Scored,
     pruned_shapes,
 )
-from plugins.quantize import DynamicInt8, HalfPrecision, WeightOnlyQuantization, dense_tensors
-from plugins.training import encode_causal_lm, kd_finetune, keep_layers, layer_count
+from plugins.prune.importance import Scored
+from plugins.quantize import TORCHAO, DynamicInt8, HalfPrecision, WeightOnlyQuantization
+from plugins.training import encode_causal_lm, kd_finetune
 from tests.tiny import tiny_lm_texts
 
 LM = "causal-lm"
@@ -175,15 +177,18 @@ def test_default_plan_for_causal_lms():
         "distill.kd → quantize.weight-only",
         "prune.layers → quantize.weight-only",
         "distill.kd → quantize.dynamic-int8",
+        "distill.kd → runtime.openvino",
     ]
     cuda = [" → ".join(steps) for steps in registry.default_plan(device="cuda", task=LM)]
     assert "distill.kd → quantize.dynamic-int8" not in cuda and "quantize.dynamic-int8" not in cuda
+    assert "distill.kd → runtime.openvino" not in cuda  # OpenVINO serves on the CPU
     classification = registry.default_plan(device="cpu", task="sequence-classification")
     assert [steps for steps in classification if len(steps) > 1] == [
         ["distill.kd", "prune.ffn", "prune.vocabulary", "quantize.dynamic-int8"],
         ["distill.kd", "quantize.dynamic-int8"],
         ["distill.kd", "prune.ffn", "quantize.half"],
         ["prune.layers", "quantize.dynamic-int8"],
+        ["distill.kd", "prune.ffn", "runtime.openvino"],
     ]
 
 
@@ -296,11 +301,11 @@ def test_layer_importance_drops_the_layer_that_changes_least(tiny_llama_dir, tmp
 def test_layer_importance_averages_the_kl_over_tokens(tiny_llama_dir):
     model, ctx = _setup(tiny_llama_dir)
     batches = [[Example("rain cloud wind sky snow"), Example("goal")]]
-    scored = _Scored(model, ctx, batches, reference=True)
+    scored = Scored(model, ctx, batches, reference=True)
     [reference], [mask] = scored.reference, scored.masks
     assert mask.sum() == 6 and reference.shape == (6, model.config.vocab_size)  # tokens, not texts
     assert scored.targets[0].tolist() == [scored.inputs[0]["input_ids"][0, 1:].tolist(), [-100] * 4]
-    assert _Scored(model, ctx, batches, reference=False).reference == []
+    assert Scored(model, ctx, batches, reference=False).reference == []
 
 
 def test_layer_dropping_with_recovery(tiny_llama_dir, tmp_path):
@@ -360,11 +365,10 @@ def test_magnitude_prunes_the_decoder_layers_only(tiny_llama_dir, tmp_path):
 def _parameter_count(model):
     """What workers.measure.count_parameters counts: tied weights once, quantized ones too."""
     seen, total = set(), 0
-    for module in model.modules():
-        for key, tensor in dense_tensors(module):
-            if key not in seen:
-                seen.add(key)
-                total += tensor.numel()
+    for key, tensor in dense_tensors(model):
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel()
     return total
 
 

@@ -6,7 +6,8 @@ import torch
 from plugins.artifacts import load_pretrained, save_model
 from plugins.base import Context, Example, TechniqueError
 from plugins.distill import KnowledgeDistillation
-from plugins.training import kd_finetune, keep_layers, layer_count
+from plugins.layers import keep_layers, layer_count
+from plugins.training import kd_finetune
 from tests.tiny import tiny_texts
 
 TASK = "sequence-classification"

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from plugins import registry
-from plugins.artifacts import DYNAMIC_INT8, MANIFEST, PICKLE_SUFFIXES, TORCHAO, load_pretrained, save_model
+from plugins.artifacts import MANIFEST, PICKLE_SUFFIXES, load_pretrained, save_model
 from plugins.base import Context, ParamError, TechniqueError
-from plugins.quantize import DynamicInt8, HalfPrecision, WeightOnlyQuantization, dense_tensors
+from plugins.formats import dense_tensors
+from plugins.quantize import DYNAMIC_INT8, TORCHAO, DynamicInt8, HalfPrecision, WeightOnlyQuantization
 
 TASK = "sequence-classification"
 TEXTS = ["rain cloud wind", "goal team score player the new coach"]
@@ -37,14 +38,13 @@ def _relative_error(actual, expected):
 
 
 def _count(model):
-    """What workers.measure.count_parameters counts, through plugins.quantize.dense_tensors."""
+    """What workers.measure.count_parameters counts, through plugins.formats.dense_tensors."""
     seen, total, nonzero = set(), 0, 0
-    for module in model.modules():
-        for key, tensor in dense_tensors(module):
-            if key not in seen:
-                seen.add(key)
-                total += tensor.numel()
-                nonzero += int(torch.count_nonzero(tensor))
+    for key, tensor in dense_tensors(model):
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel()
+            nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
 
 

@@ -98,3 +98,86 @@ def test_broken_plugin_is_reported_not_raised(monkeypatch, caplog):
     finally:
         monkeypatch.undo()
         registry.reload()
+
+
+# --- model-aware checks, step limit and order ------------------------------------------------------------
+
+
+class _Runtime(Technique):
+    """A test runtime step."""
+
+    name = "test.runtime"
+    title = "Test runtime"
+    family = "runtime"
+
+
+class _BrokenHook(Technique):
+    """A test technique whose model check has a bug."""
+
+    name = "test.broken-hook"
+    title = "Broken hook"
+    family = "prune"
+
+    @classmethod
+    def check_for_model(cls, params, model_info):
+        raise KeyError("num_layers")
+
+
+@pytest.fixture
+def more_techniques(extra_technique):
+    for cls in (_Runtime, _BrokenHook):
+        registry.register(cls)
+    yield
+    for cls in (_Runtime, _BrokenHook):
+        registry.unregister(cls.name)
+
+
+def _info(layers: int = 6):
+    from plugins.model_info import ModelInfo
+
+    return ModelInfo(
+        task="sequence-classification", model_type="bert", layers=layers, hidden_size=8, vocab_size=9
+    )
+
+
+def test_the_default_hooks_accept_any_model_and_change_nothing(extra_technique):
+    info = _info()
+    assert _Prune.check_for_model({"amount": 0.5}, info) is None
+    assert _Prune.model_after({"amount": 0.5}, info) is info
+    steps = [{"technique": "test.prune"}]
+    assert registry.validate_pipeline(steps, device="cpu", task="sequence-classification", model_info=info)
+
+
+def test_a_runtime_step_ends_the_pipeline_and_takes_no_quantized_model(more_techniques):
+    task = "sequence-classification"
+    ok = [{"technique": "test.prune"}, {"technique": "test.runtime"}]
+    assert len(registry.validate_pipeline(ok, device="cpu", task=task)) == 2
+    quantized = [{"technique": "quantize.dynamic-int8"}, {"technique": "test.runtime"}]
+    with pytest.raises(
+        ParamError,
+        match="step 1: test.runtime exports a full-precision model and has its own int8 option; drop quantize.dynamic-int8",
+    ):
+        registry.validate_pipeline(quantized, device="cpu", task=task)
+    with pytest.raises(
+        ParamError, match="step 1: test.runtime hands the model to a runtime, so it must be the last"
+    ):
+        registry.validate_pipeline(
+            [{"technique": "test.runtime"}, {"technique": "test.prune"}], device="cpu", task=task
+        )
+
+
+def test_the_step_limit_is_checked_before_anything_else(extra_technique):
+    steps = [{"technique": "no.such"}] * (registry.MAX_PIPELINE_STEPS + 1)
+    with pytest.raises(ParamError, match=f"at most {registry.MAX_PIPELINE_STEPS} steps; this one has 9"):
+        registry.validate_pipeline(steps, device="cpu", task="sequence-classification")
+    alternating = [{"technique": n} for n in ["test.prune", "prune.ffn"] * 4]
+    assert len(registry.validate_pipeline(alternating, device="cpu", task="sequence-classification")) == 8
+
+
+def test_a_plugin_whose_model_check_fails_is_logged_not_raised(more_techniques, caplog):
+    steps = [{"technique": "test.broken-hook"}, {"technique": "prune.layers", "params": {"keep": 48}}]
+    cleaned = registry.validate_pipeline(
+        steps, device="cpu", task="sequence-classification", model_info=_info()
+    )
+    assert len(cleaned) == 2  # the later steps are left to the run, which checks the real model
+    assert "The model check of test.broken-hook failed" in caplog.text

@@ -1,5 +1,6 @@
 """Causal LMs in the worker: text data, the held-out split, perplexity, generation timing, the runner."""
 
+import dataclasses
 import json
 import math
 
@@ -10,16 +11,19 @@ from tests.tiny import tiny_lm_jsonl
 from workers.datasets import DataError, parse_task_data, split_for, split_texts
 from workers.measure import MeasureConfig, _generate, _percentile, evaluate_causal_lm, generation_sweep
 from workers.runner import CandidateSpec, PocError, PocSpec, run_poc
+from workers.timing import TimingPolicy
 
 LM = "causal-lm"
+# 10 rounds of 10 generations of each model per batch size: the 100 samples a TTFT p95 needs.
 FAST = MeasureConfig(
     batch_sizes=(1, 4),
-    min_seconds=0,
-    warmup=1,
+    timing=TimingPolicy(
+        warmup=1, iterations_per_round=10, min_rounds=10, max_rounds=10, remeasure=0, resamples=500
+    ),
     threads=1,
     new_tokens=5,
     max_prompt_tokens=8,
-    generation_min_iterations=3,
+    generation_min_iterations=100,
 )
 
 
@@ -141,18 +145,29 @@ def test_exact_match_compares_greedy_completions_with_references(tiny_llama):
 
 
 def test_generation_sweep_times_first_token_and_each_next_token(tiny_llama):
+    from workers.measure import fix_threads
+
+    fix_threads(FAST.threads)  # as the runner does: one thread, steady on a shared host
     model, tokenizer = tiny_llama
     texts = [e.text for e in parse_task_data(tiny_lm_jsonl(), "d.jsonl", task=LM)]
-    points = generation_sweep(model, tokenizer, texts, device="cpu", config=FAST)
-    assert [p["batch_size"] for p in points] == [1, 4]
+    # 10 rounds of 13 generations: 130 TTFT samples (a p95 needs 100, a p99 500) and 520 inter-token
+    # gaps (four per generation), enough for an ITL p99.
+    config = dataclasses.replace(FAST, timing=dataclasses.replace(FAST.timing, iterations_per_round=13))
+    points = generation_sweep(model, tokenizer, texts, device="cpu", config=config)
+    assert [p.batch_size for p in points] == [1, 4]
     for p in points:
-        assert p["iterations"] >= 3 and p["new_tokens"] == 5
-        assert 0 < p["ttft_p50_ms"] <= p["ttft_p95_ms"] <= p["ttft_p99_ms"]
-        assert 0 < p["itl_p50_ms"] <= p["itl_p95_ms"] <= p["itl_p99_ms"]
+        assert p.iterations == 130 and p.new_tokens == 5 and p.rounds == 10
+        assert 0 < p.ttft_p50_ms <= p.ttft_p95_ms and p.ttft_p99_ms is None  # too few samples: no guess
+        assert 0 < p.itl_p50_ms <= p.itl_p95_ms <= p.itl_p99_ms
+        # The TTFT and ITL intervals come from the same rounds as the request's.
+        assert p.ttft_p95_low_ms <= p.ttft_p95_ms <= p.ttft_p95_high_ms
+        assert p.itl_p95_low_ms <= p.itl_p95_ms <= p.itl_p95_high_ms
+        assert p.p95_low_ms <= p.p95_ms <= p.p95_high_ms
+        assert p.speedup is None  # timed against itself: no speedup to store
         # One request = the first token plus four decode steps; its median cannot beat the parts' medians.
-        assert p["p50_ms"] >= p["ttft_p50_ms"] and p["p50_ms"] >= 4 * min(p["itl_p50_ms"], p["ttft_p50_ms"])
-        assert p["tokens_per_s"] == pytest.approx(p["batch_size"] * 5 / p["p50_ms"] * 1000)
-        assert 1 <= p["prompt_tokens"] <= 8
+        assert p.p50_ms >= p.ttft_p50_ms and p.p50_ms >= 4 * min(p.itl_p50_ms, p.ttft_p50_ms)
+        assert p.tokens_per_s == pytest.approx(p.batch_size * 5 / p.p50_ms * 1000)
+        assert 1 <= p.prompt_tokens <= 8
 
 
 def test_percentiles_of_generation_use_the_same_interpolation():
@@ -189,16 +204,20 @@ def test_runner_measures_an_llm_baseline_and_a_quantized_candidate(tiny_llama_di
     progress = []
     results = list(run_poc(spec, lambda f, m: progress.append(m)))
     assert all(r.ok for r in results), [r.error for r in results]
-    base, int8 = (r.figures for r in results)
-    for figures in (base, int8):
-        assert figures["perplexity"] > 1 and figures["eval_tokens"] > 0
-        assert 0 <= figures["exact_match"] <= 1 and figures["reference_examples"] == 12
-        assert "accuracy" not in figures
-        assert [p["batch_size"] for p in figures["latency"]] == [1, 4]
-        assert all(p["ttft_p95_ms"] > 0 and p["tokens_per_s"] > 0 for p in figures["latency"])
+    base, int8 = (r.measurement for r in results)
+    for result, measured in zip(results, (base, int8), strict=True):
+        assert measured.perplexity > 1 and result.environment["perplexity_tokens"] > 0
+        assert 0 <= measured.exact_match <= 1 and result.environment["reference_examples"] == 12
+        assert measured.accuracy is None and measured.macro_f1 is None
+        assert [p.batch_size for p in measured.latency] == [1, 4]
+        assert all(p.ttft_p95_ms > 0 and p.tokens_per_s > 0 for p in measured.latency)
+        assert all(p.ttft_p95_low_ms <= p.ttft_p95_ms <= p.ttft_p95_high_ms for p in measured.latency)
+        assert all(p.iterations == 100 and p.rounds == 10 for p in measured.latency)
+    assert all(p.speedup is None for p in base.latency)  # the baseline, timed against itself
+    assert all(0 < p.speedup_low <= p.speedup <= p.speedup_high for p in int8.latency)
     # int8 weights round each weight a little: perplexity moves, but barely.
-    assert int8["perplexity"] == pytest.approx(base["perplexity"], rel=0.05)
-    assert int8["size_bytes"] < base["size_bytes"]
+    assert int8.perplexity == pytest.approx(base.perplexity, rel=0.05)
+    assert int8.size_bytes < base.size_bytes
     assert any("perplexity" in m for m in progress) and any("generating 5 tokens" in m for m in progress)
     assert any(m.endswith("generating 5 tokens at batch size 4") for m in progress)
     assert results[0].environment["eval_examples"] == 12 and results[0].environment["train_examples"] == 48
@@ -312,5 +331,5 @@ def test_runner_on_cuda_times_with_synchronize_and_records_the_gpu(tiny_llama_di
     env = results[0].environment
     assert env["device"] == "cuda" and env["device_name"] and env["driver"]
     for result in results:
-        assert 0 < result.figures["peak_memory_bytes"] < 1e9  # CUDA max allocated, not the process RSS
-        assert all(p["ttft_p50_ms"] > 0 for p in result.figures["latency"])
+        assert 0 < result.measurement.peak_memory_bytes < 1e9  # CUDA max allocated, not the process RSS
+        assert all(p.ttft_p50_ms > 0 for p in result.measurement.latency)

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
+from django.http import StreamingHttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -27,6 +28,7 @@ from django.utils import timezone
 
 from planner import services
 from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary
+from workers.record import LatencyPoint, Measurement
 
 TITLE_PREFIX = "[bench]"
 MODEL_REF = "bench-fixture"
@@ -45,24 +47,24 @@ PIPELINES = [
 ]
 
 
-def _sweep(rng: random.Random, p95_batch1: float) -> list[dict]:
+def _sweep(rng: random.Random, p95_batch1: float) -> tuple[LatencyPoint, ...]:
     points = []
     for b in (1, 2, 4, 8, 16, 32):
         p95 = p95_batch1 * b ** rng.uniform(0.45, 0.8)
         p50 = p95 * 0.8
         points.append(
-            {
-                "batch_size": b,
-                "p50_ms": round(p50, 3),
-                "p95_ms": round(p95, 3),
-                "p99_ms": round(p95 * 1.1, 3),
-                "mean_ms": round(p50 * 1.05, 3),
-                "throughput_rps": round(b * 1000 / p50, 3),
-                "iterations": 100,
-                "mean_tokens": 24.0,
-            }
+            LatencyPoint(
+                batch_size=b,
+                p50_ms=round(p50, 3),
+                p95_ms=round(p95, 3),
+                p99_ms=round(p95 * 1.1, 3),
+                mean_ms=round(p50 * 1.05, 3),
+                throughput_rps=round(b * 1000 / p50, 3),
+                iterations=100,
+                mean_tokens=24.0,
+            )
         )
-    return points
+    return tuple(points)
 
 
 class Command(BaseCommand):
@@ -151,12 +153,16 @@ class Command(BaseCommand):
                 base_p95 = rng.uniform(10, 80)
                 for position in range(n_candidates):
                     baseline = position == 0
-                    candidates.append(
-                        Candidate(
-                            request=poc_request,
-                            position=position,
-                            pipeline=PIPELINES[position % len(PIPELINES)] if not baseline else [],
-                            status=Candidate.Status.MEASURED,
+                    candidate = Candidate(
+                        request=poc_request,
+                        position=position,
+                        pipeline=PIPELINES[position % len(PIPELINES)] if not baseline else [],
+                        status=Candidate.Status.MEASURED,
+                        environment={"synthetic": True, "note": "benchmark fixture, not a measurement"},
+                        measured_at=now,
+                    )
+                    candidate.set_measurement(
+                        Measurement(
                             accuracy=base_accuracy if baseline else base_accuracy - rng.uniform(0, 0.05),
                             macro_f1=base_accuracy - 0.02,
                             latency=_sweep(rng, base_p95 if baseline else base_p95 * rng.uniform(0.3, 1.1)),
@@ -166,10 +172,9 @@ class Command(BaseCommand):
                             peak_memory_bytes=500_000_000,
                             produce_seconds=0.0 if baseline else rng.uniform(10, 3600),
                             device_hours=0.0 if baseline else rng.uniform(0.01, 2),
-                            environment={"synthetic": True, "note": "benchmark fixture, not a measurement"},
-                            measured_at=now,
                         )
                     )
+                    candidates.append(candidate)
             Candidate.objects.bulk_create(candidates, batch_size=2000)
         return [r.pk for r in requests]
 
@@ -189,7 +194,10 @@ class Command(BaseCommand):
             with CaptureQueriesContext(connection) as queries:
                 started = time.perf_counter()
                 response = client.get(url)
-                body = b"".join(response.streaming_content) if response.streaming else response.content
+                if isinstance(response, StreamingHttpResponse):
+                    body = b"".join(response.streaming_content)
+                else:
+                    body = response.content
                 timings.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200:
                 raise CommandError(f"{url} answered {response.status_code}")

@@ -101,6 +101,8 @@ class Client:
 
     def __init__(self, base: str, timeout: float) -> None:
         parts = urlsplit(base)
+        if not parts.hostname:  # _loopback refused such a URL already
+            raise CommandError(f"{base}: give an http:// URL of a server on this machine.")
         self.host, self.port = parts.hostname, parts.port or 80
         self.timeout = timeout
         self.cookies: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""Bring back the PoC requests the broker or a worker lost (see services.poc_requests_reconcile).
+"""Bring back the PoC requests the broker or a worker lost (see workers.reconcile).
 
 python manage.py reconcile_poc_requests             # one pass
 python manage.py reconcile_poc_requests --every 60  # keep going: the reconciler process of a deployment
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connections
 
-from planner import services
+from workers.reconcile import poc_requests_reconcile
 
 
 class Command(BaseCommand):
@@ -42,7 +42,7 @@ class Command(BaseCommand):
 
     def _pass(self, *, raise_errors: bool) -> None:
         try:
-            report = services.poc_requests_reconcile()
+            report = poc_requests_reconcile()
         except Exception as exc:  # the database or the broker is down: try again at the next pass
             if raise_errors:
                 raise

@@ -18,6 +18,7 @@
   const unitMoney = new Intl.NumberFormat(locale, { style: "currency", currency: data.currency, maximumFractionDigits: 4 });
   const colours = {
     ok: "#1a7f37", bad: "#b42318", accent: "#1f6feb", muted: "#8c959f", region: "rgba(26, 127, 55, 0.08)",
+    warn: "#9a6700",
   };
 
   Chart.defaults.animation = false; // figures, not a show: draw at once (and print what is drawn)
@@ -76,6 +77,30 @@
     };
   }
 
+  // Horizontal error bars: each point's latency interval (p95_low_ms … p95_high_ms), when it has one.
+  const errorBars = {
+    id: "errorBars",
+    afterDatasetsDraw: function (chart) {
+      const ctx = chart.ctx, x = chart.scales.x, y = chart.scales.y;
+      ctx.save();
+      ctx.lineWidth = 1.5;
+      chart.data.datasets.forEach(function (dataset, index) {
+        if (dataset.type === "line" || !chart.isDatasetVisible(index)) return;
+        ctx.strokeStyle = dataset.borderColor;
+        dataset.data.forEach(function (p) {
+          if (p.low === null || p.high === null || p.low === undefined) return;
+          const py = y.getPixelForValue(p.y), left = x.getPixelForValue(p.low), right = x.getPixelForValue(p.high);
+          ctx.beginPath();
+          ctx.moveTo(left, py); ctx.lineTo(right, py);
+          ctx.moveTo(left, py - 4); ctx.lineTo(left, py + 4);
+          ctx.moveTo(right, py - 4); ctx.lineTo(right, py + 4);
+          ctx.stroke();
+        });
+      });
+      ctx.restore();
+    },
+  };
+
   // Text generation plots perplexity (lower is better, no upper bound) against TTFT p95; classification
   // plots accuracy (%) against p95. The x values come as "p95_ms" either way.
   const generative = data.task === "causal-lm";
@@ -116,7 +141,9 @@
 
   function paretoChart(canvas) {
     const points = data.pareto;
-    const slowest = Math.max.apply(null, points.map(function (p) { return p.p95_ms; }).concat([0]));
+    const slowest = Math.max.apply(null, points.map(function (p) {
+      return Math.max(p.p95_ms, p.p95_high_ms || 0);
+    }).concat([0]));
     // A target far beyond every model would squeeze them all into one corner: then the axis ends past
     // the slowest model and the target line is labelled at the edge instead.
     const xMax = data.p95_target_ms > 4 * slowest && slowest > 0
@@ -127,13 +154,21 @@
       return {
         type: "scatter",
         label: label,
-        data: points.filter(filter).map(function (p) { return { x: p.p95_ms, y: quality(p), name: p.label }; }),
+        data: points.filter(filter).map(function (p) {
+          return {
+            x: p.p95_ms, y: quality(p), name: p.label, low: p.p95_low_ms, high: p.p95_high_ms,
+            undecided: p.undecided, unstable: p.unstable,
+          };
+        }),
         backgroundColor: colour,
         borderColor: colour,
         pointStyle: style || "circle",
         pointRadius: style === "star" ? 9 : 6,
         pointHoverRadius: style === "star" ? 11 : 8,
         borderWidth: style === "star" ? 2 : 1,
+        // A baseline whose measurement cannot tell is ringed in the undecided colour.
+        pointBorderColor: function (ctx) { return ctx.raw && ctx.raw.undecided ? colours.warn : colour; },
+        pointBorderWidth: function (ctx) { return ctx.raw && ctx.raw.undecided ? 3 : (style === "star" ? 2 : 1); },
       };
     }
     const front = points.filter(function (p) { return p.frontier; })
@@ -148,7 +183,8 @@
           group(function (p) { return p.recommended; }, text.textRecommended, colours.accent, "star"),
           group(function (p) { return p.baseline && !p.recommended; }, text.textBaseline, "#1d2430", "triangle"),
           group(function (p) { return p.feasible && !p.recommended && !p.baseline; }, text.textFeasible, colours.ok),
-          group(function (p) { return !p.feasible && !p.recommended && !p.baseline; }, text.textInfeasible, colours.bad),
+          group(function (p) { return p.undecided && !p.recommended && !p.baseline; }, text.textUndecided, colours.warn, "rectRot"),
+          group(function (p) { return !p.feasible && !p.undecided && !p.recommended && !p.baseline; }, text.textInfeasible, colours.bad),
         ],
       },
       options: {
@@ -161,14 +197,17 @@
             callbacks: {
               label: function (item) {
                 const p = item.raw;
-                if (generative) return p.name + ": " + p.x.toFixed(1) + " ms, " + p.y.toFixed(2);
-                return p.name + ": " + p.x.toFixed(1) + " ms, " + p.y.toFixed(1) + "%";
+                const range = p.low !== null && p.low !== undefined && p.high !== null
+                  ? " (" + p.low.toFixed(1) + "–" + p.high.toFixed(1) + ")" : "";
+                const flag = p.unstable ? " · " + text.textUnstable : p.undecided ? " · " + text.textUndecided : "";
+                if (generative) return p.name + ": " + p.x.toFixed(1) + " ms" + range + ", " + p.y.toFixed(2) + flag;
+                return p.name + ": " + p.x.toFixed(1) + " ms" + range + ", " + p.y.toFixed(1) + "%" + flag;
               },
             },
           },
         },
       },
-      plugins: [guides({
+      plugins: [errorBars, guides({
         region: axis.region === null ? null : { xMin: 0, xMax: data.p95_target_ms, yMin: axis.region.yMin, yMax: axis.region.yMax },
         lines: [
           { x: data.p95_target_ms, label: (generative ? text.textTtftTarget : text.textTarget) + " " + data.p95_target_ms + " ms", colour: colours.bad },
@@ -192,7 +231,9 @@
           label: text.textMonthlyCost,
           data: bars.map(function (b) { return b.monthly_cost === null ? null : parseFloat(b.monthly_cost); }),
           backgroundColor: bars.map(function (b) {
-            return b.recommended ? colours.accent : b.baseline ? "#1d2430" : b.feasible ? colours.ok : colours.muted;
+            if (b.recommended) return colours.accent;
+            if (b.baseline) return "#1d2430";
+            return b.feasible ? colours.ok : b.undecided ? colours.warn : colours.muted;
           }),
         }],
       },

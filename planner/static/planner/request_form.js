@@ -32,7 +32,8 @@
     const initial = data.initial[task] || [];
     candidateInputs.forEach(function (input) {
       const isOffered = offered.indexOf(input.value) !== -1;
-      const row = input.closest("div") || input.parentNode;
+      // The whole entry goes: the checkbox and its own parameters (shown by CSS only while it is chosen).
+      const row = input.closest(".candidate-choice") || input.parentNode;
       row.hidden = !isOffered;
       // A new task starts from its own suggested candidates; a candidate it does not offer is never sent.
       if (resetCandidates) input.checked = initial.indexOf(input.value) !== -1;

@@ -1,0 +1,1 @@
+"""What the request and portfolio pages show: view models, wording, charts and exports."""
