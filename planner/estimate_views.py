@@ -36,28 +36,31 @@ def _number(request: HttpRequest, name: str) -> float:
 
 @require_GET
 def request_estimate(request: HttpRequest) -> JsonResponse:
-    """?model_ref=&task=&hardware=<pk> and, optionally, the form's traffic fields."""
+    """?model_ref=&task=&hardware=<pk> and, optionally, the form's traffic fields.
+
+    The form's live preview: a state of the form that allows no estimate (no hardware chosen yet, a model
+    without a readable config) is an answer, not a failed request, so it comes with status 200 and an
+    ``error`` saying what is missing."""
     permissions.require_filing(request.user)
     task = request.GET.get("task") or CLASSIFICATION
     if task not in PocRequest.Task.values:
-        return JsonResponse({"error": _("Choose a task.")}, status=400)
+        return JsonResponse({"error": _("Choose a task.")})
     raw = request.GET.get("hardware") or ""
     hardware = HardwareProfile.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
     if hardware is None:
-        return JsonResponse({"error": _("Choose the serving hardware to see an estimate.")}, status=400)
+        return JsonResponse({"error": _("Choose the serving hardware to see an estimate.")})
     peaks = estimates.peaks_for(hardware)
     if peaks is None:
         return JsonResponse(
-            {"error": _("No estimate: this hardware profile has no peak compute and memory bandwidth.")},
-            status=404,
+            {"error": _("No estimate: this hardware profile has no peak compute and memory bandwidth.")}
         )
     try:
         model_dir = resolve_model_dir(request.GET.get("model_ref") or "demo", task)
     except forms.ValidationError as exc:
-        return JsonResponse({"error": " ".join(exc.messages)}, status=400)
+        return JsonResponse({"error": " ".join(exc.messages)})
     config = estimates.model_config(model_dir)
     if config is None:
-        return JsonResponse({"error": _("No estimate: the model's config.json cannot be read.")}, status=404)
+        return JsonResponse({"error": _("No estimate: the model's config.json cannot be read.")})
     n = {name: _number(request, name) for name in TRAFFIC_FIELDS}
     traffic = preflight.Traffic(
         requests_per_day=n["requests_per_day"],

@@ -265,7 +265,18 @@ def test_search_request_finds_candidates_within_its_budget_through_a_real_worker
     assert poc_request.search_stop_reason in ("trials", "bound", "exhausted")
     trials = list(SearchTrial.objects.filter(request=poc_request).order_by("number"))
     measured = [t for t in trials if t.state == "measured"]
-    assert 1 <= len(measured) <= 2 and all(t.candidate and t.candidate.status == "measured" for t in measured)
+    assert 1 <= len(measured) <= 2 and all(
+        t.candidate and t.candidate.status == "measured" for t in measured
+    ), [
+        (
+            t.number,
+            t.state,
+            t.params,
+            t.candidate.error if t.candidate else None,
+            poc_request.search_stop_reason,
+        )
+        for t in trials
+    ]
     assert all(set(t.params) == {"student_layers", "epochs", "ffn_amount", "finish"} for t in trials)
     assert all(t.estimate_ms and t.estimate_ms > 0 for t in measured)
     assert poc_request.candidates.count() == 1 + len(measured)

@@ -259,9 +259,11 @@ def _stop_reason(
     bound = min(bounds, default=None)
     if not untried:
         return STOP_EXHAUSTED, bound
-    if result.best_cost is not None and bound is not None and bound >= result.best_cost:
-        return STOP_BOUND, bound
     produced = sum(1 for t in result.trials if t.state != "invalid")
+    # The bound is a roofline estimate, trusted only once a measured trial has been set against it: the
+    # first (best-ranked) trial always runs, so a search never stops on an uncalibrated estimate alone.
+    if produced and result.best_cost is not None and bound is not None and bound >= result.best_cost:
+        return STOP_BOUND, bound
     if budget.max_trials is not None and produced >= budget.max_trials:
         return STOP_TRIALS, bound
     if budget.max_seconds is not None and elapsed >= budget.max_seconds:

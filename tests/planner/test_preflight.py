@@ -138,3 +138,14 @@ def test_the_ranking_puts_the_cheapest_estimate_first():
     ranked = preflight.rank(shape(), families, PEAKS, traffic, tokens=32, batch_sizes=(1, 4))
     costs = [r.cost for r in ranked if r.cost is not None]
     assert costs == sorted(costs) and any(not r.pipeline for r in ranked)
+
+
+@pytest.mark.django_db
+def test_the_forms_estimate_answers_with_a_reason_when_it_cannot_estimate(client_logged_in):
+    """The live preview of the form: an incomplete form is an answer (200 and the reason), not an error
+    the browser would log."""
+    from django.urls import reverse
+
+    response = client_logged_in.get(reverse("planner:request-estimate"), {"model_ref": "demo"})
+    assert response.status_code == 200
+    assert response.json()["error"] == "Choose the serving hardware to see an estimate."

@@ -175,3 +175,12 @@ def test_pipeline_for_builds_the_registry_steps():
         {"technique": "quantize.half", "params": {}},
     ]
     assert pipeline_for({"student_layers": 0, "epochs": 0.0, "ffn_amount": 0.0, "finish": NO_FINISH}) == []
+
+
+def test_an_estimate_alone_never_stops_the_search_before_a_first_trial():
+    """Every point's optimistic cost is above the current model's, but the estimate is a roofline guess until
+    a measurement stands against it: the best-ranked point is measured, then the bound stops the search."""
+    calls = []
+    result = search(calls, optimistic=lambda p: 10 * BASELINE_COST)
+    assert result.stop_reason == STOP_BOUND
+    assert len(calls) == 1 and [t.state for t in result.trials] == ["measured"]
