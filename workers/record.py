@@ -136,7 +136,9 @@ class Goodput(_Record):
     0). ``curve`` is every trial of that setting: (offered requests/s, attainment, p95 latency in ms — text
     generation: p95 time to first token), by rate. ``static_rps`` is that batch size's ``b ÷ median``, the
     optimistic upper bound the search started from. Text generation: ``tokens`` is the reply length M the
-    targets are for, ``capped_tokens`` the shorter length it was measured at (None: measured at M)."""
+    targets are for, ``capped_tokens`` the shorter length it was measured at (None: measured at M).
+    ``predicted_rps`` is the rate a constant-service-time model of the timed medians predicted (None:
+    the search did not start from a prediction)."""
 
     rps: float
     _: KW_ONLY
@@ -158,6 +160,11 @@ class Goodput(_Record):
     search_requests: int | None = None  # counted requests over the whole search
     search_seconds: float | None = None
     curve: tuple[tuple[float, float, float | None], ...] = ()
+    # The rate predicted for this setting from the timed batch times (where the search started).
+    predicted_rps: float | None = None
+    # "served": the figure is a real trial's; "simulated": the measured batch times on a virtual clock
+    # answered, because a real trial at that rate could not count enough requests in its time.
+    method: str = "served"
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,7 @@ def _time_latency(
 ) -> tuple[int | None, list[Any], dict[str, float], Goodput | None]:
     """The candidate's peak memory (alone), then its latency sweep timed against ``reference`` (the
     baseline model and tokenizer) in interleaved rounds, reporting progress from 0.75 to 1 (to 0.9 when the
-    serving scenario follows, see ``_goodput``); its goodput (None when not asked for); and, for the
+    serving scenario follows, see ``workers.serving_run``); its goodput (None when not asked for); and, for the
     environment, how long the timing took (``latency_timing_seconds``).
 
     The baseline row (the empty pipeline) is timed the same way, against a second copy of itself: the
@@ -267,90 +267,12 @@ def _time_latency(
         on_round=progress.round,
     )
     timing = {"latency_timing_seconds": round(time.perf_counter() - started, 3)}
-    goodput, seconds = _goodput(
+    from workers.serving_run import serve_goodput
+
+    goodput, seconds = serve_goodput(
         model, tokenizer, texts, latency, spec=spec, config=config, step_report=step_report
     )
     return memory, latency, {**timing, **seconds}, goodput
-
-
-def _goodput(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    latency: Sequence[Any],
-    *,
-    spec: PocSpec,
-    config: Any,
-    step_report: Report,
-) -> tuple[Goodput | None, dict[str, float]]:
-    """The serving scenario after the timing (workers/goodput.py): the candidate behind a dynamic batcher,
-    Poisson arrivals in real time, the highest rate whose attainment holds over the batcher settings
-    (max batch: each timed batch size; max wait: MEASURE_GOODPUT_MAX_WAITS_MS), reporting progress from 0.9
-    to 1 (the report may raise ``PocStopped``: it is let through). None when not asked for."""
-    policy = config.goodput
-    if policy is None or spec.targets is None:
-        return None, {}
-    from workers.goodput import search_goodput
-    from workers.serving import STATIC, RealClock, model_executor, run_trial
-
-    started = time.perf_counter()
-    generative, targets = spec.task == CAUSAL_LM, spec.targets
-    tokens = min(targets.tokens, policy.max_tokens) if generative else 1
-    bounds = {p.batch_size: _static_bound(p, tokens) for p in latency}
-    execute = model_executor(
-        model,
-        tokenizer,
-        texts,
-        device=spec.device,
-        config=config,
-        generative=generative,
-        max_batch=max(bounds),
-        warm_sizes=sorted(bounds),
-    )
-    clock, shown = RealClock(), {"setting": (0, 1)}
-
-    def on_setting(position: int, count: int, setting: Any) -> None:
-        shown["setting"] = (position, count)
-
-    def trial(rate: float, setting: Any, decided: Any) -> Any:
-        position, count = shown["setting"]
-        step_report(
-            0.9 + 0.1 * position / count,
-            f"serving {rate:.1f} req/s in batches of up to {setting.max_batch}, "
-            f"waiting at most {setting.max_wait_ms:g} ms",
-        )
-        return run_trial(
-            rate,
-            setting,
-            execute,
-            clock=clock,
-            targets=targets,
-            limits=policy.limits,
-            seed=spec.seed,  # the same arrival pattern, scaled, at every rate
-            decided=decided,
-            tokens=tokens,
-        )
-
-    goodput = search_goodput(
-        trial,
-        bounds,
-        policy,
-        target_ms=targets.first_ms,
-        itl_target_ms=targets.itl_ms if generative else None,
-        tokens=targets.tokens if generative else None,
-        capped_tokens=tokens if generative and tokens < targets.tokens else None,
-        batching=STATIC,
-        on_setting=on_setting,
-    )
-    return goodput, {"goodput_seconds": round(time.perf_counter() - started, 3)}
-
-
-def _static_bound(point: Any, tokens: int) -> float:
-    """Requests/s with full batches back to back and no waiting: ``b ÷ median`` (text generation: the
-    median time composed for a reply of ``tokens`` tokens), the optimistic upper bound on goodput."""
-    if point.ttft_p50_ms is not None and point.itl_p50_ms is not None:
-        return float(point.batch_size * 1000 / (point.ttft_p50_ms + (tokens - 1) * point.itl_p50_ms))
-    return float(point.throughput_rps)
 
 
 class _TimingProgress:

@@ -237,7 +237,7 @@ def poc_request_search(
 
 
 def hardware_calibrate_after_run(*, poc_request: PocRequest, spec: PocSpec) -> None:
-    """Fit the hardware's efficiency factor on the run's measurements (planner.estimates); a failure is
+    """Fit the hardware's two calibration factors (roofline and overhead) on the run's measurements (planner.estimates); a failure is
     logged, never the run's."""
     try:
         texts = [e.text for e in runner.load_examples(spec.dataset, poc_request.task)[:2000]]

@@ -248,15 +248,16 @@ def simulated_executor(
 ) -> Executor:
     """A model with a known service time on the virtual clock: a batch of b takes ``service_s(b)`` seconds
     to its first token (a classifier: to its result), then ``step_s(b)`` per further token of the longest
-    reply (static batching)."""
+    reply (static batching). Each is called once per batch, so either may draw at random."""
 
     def execute(batch: Sequence[Request]) -> list[Served]:
         clock.advance(service_s(len(batch)))
         first = clock.now()
         steps = max(r.tokens for r in batch) - 1
-        if step_s is not None and steps > 0:
-            clock.advance(step_s(len(batch)) * steps)
-        return [Served(first, first + (step_s(len(batch)) if step_s else 0) * (r.tokens - 1)) for r in batch]
+        step = step_s(len(batch)) if step_s is not None else 0.0  # one draw per batch: its steps alike
+        if steps > 0:
+            clock.advance(step * steps)
+        return [Served(first, first + step * (r.tokens - 1)) for r in batch]
 
     return execute
 

@@ -7,6 +7,13 @@ times, compute the statistic on each resample, and take the ``(1 - confidence) /
 ``(1 + confidence) / 2`` quantiles of those values. The point estimate is the statistic of the data itself.
 Every function takes a seeded ``numpy.random.Generator`` (``numpy.random.default_rng(seed)``), so the same
 data and seed give the same interval.
+
+Rounds are resampled in blocks of consecutive rounds (a circular block bootstrap, Politis & Romano 1992),
+not one by one: a host's state drifts (another tenant's job starts, the clock speed settles), so
+neighbouring rounds are alike, and resampling them as if independent gives an interval too narrow to hold
+when the measurement is repeated. The block length is ``block_length(n)`` = ⌈n^⅓⌉ rounds, the rate that
+keeps a block bootstrap's variance estimate consistent (Hall, Horowitz & Jing 1995); independent rounds
+lose little by it (blocks of 1 are the ordinary bootstrap).
 """
 
 from __future__ import annotations
@@ -44,6 +51,20 @@ def min_samples_for_quantile(q: float, *, beyond: int = DEFAULT_TAIL_SAMPLES) ->
     return math.ceil(beyond / (1.0 - q) - 1e-9)
 
 
+def block_length(units: int) -> int:
+    """Consecutive rounds kept together in a resample: ⌈n^⅓⌉ (5 of 100 rounds, 6 of 200); 1 for one."""
+    return max(1, math.ceil(math.pow(units, 1 / 3) - 1e-9))
+
+
+def block_indices(rng: np.random.Generator, units: int, count: int, block: int) -> npt.NDArray[np.int64]:
+    """``count`` resamples of ``units`` indices, each made of blocks of ``block`` consecutive indices
+    (wrapping around the end), from uniformly drawn starts: the circular block bootstrap's draw."""
+    blocks = math.ceil(units / block)
+    starts = rng.integers(0, units, size=(count, blocks))
+    picked = (starts[:, :, None] + np.arange(block)) % units
+    return picked.reshape(count, blocks * block)[:, :units]
+
+
 def _bounds(boot: FloatArray, confidence: float) -> tuple[float, float]:
     alpha = 1.0 - confidence
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
@@ -71,10 +92,11 @@ def bootstrap_quantiles(
     read from the same resamples, so asking for p50, p95 and p99 together costs one bootstrap.
 
     One-dimensional ``samples`` are resampled value by value. Two-dimensional ``samples`` (one row per
-    round, the same number of iterations in each) are resampled a whole round at a time (a cluster
-    bootstrap): iterations of one round share the host's state at that moment, so they are not independent,
-    and resampling them one by one would make the interval too narrow. The quantile is taken over every
-    value of the resampled rounds. Quantiles interpolate linearly (numpy's default, as the latency sweep).
+    round, the same number of iterations in each, in the order they ran) are resampled a whole round at a
+    time (a cluster bootstrap), in blocks of ``block_length`` consecutive rounds: iterations of one round,
+    and neighbouring rounds, share the host's state, so they are not independent, and resampling them one
+    by one would make the interval too narrow. The quantile is taken over every value of the resampled
+    rounds. Quantiles interpolate linearly (numpy's default, as the latency sweep).
     """
     _check(confidence, resamples)
     data = np.asarray(samples, dtype=np.float64)
@@ -86,10 +108,11 @@ def bootstrap_quantiles(
     units = data.shape[0]  # values, or rounds
     per_unit = 1 if data.ndim == 1 else data.shape[1]
     chunk = max(1, _MAX_ELEMENTS // (units * per_unit))
+    block = 1 if data.ndim == 1 else block_length(units)
     boot = np.empty((len(wanted), resamples), dtype=np.float64)
     for start in range(0, resamples, chunk):
         count = min(chunk, resamples - start)
-        picked = data[rng.integers(0, units, size=(count, units))].reshape(count, units * per_unit)
+        picked = data[block_indices(rng, units, count, block)].reshape(count, units * per_unit)
         boot[:, start : start + count] = np.quantile(picked, wanted, axis=1)
     found = {}
     for row, q in enumerate(wanted):
@@ -129,8 +152,9 @@ def bootstrap_speedup(
     Why the median of per-round ratios rather than the ratio of the two overall medians: the two halves of
     a round run back to back, so whatever the host was doing then slows both, and their ratio cancels it;
     a ratio of overall medians mixes a baseline timed under one load with a candidate timed under another,
-    which is how a busy host turned a 1.5× speedup into 0.11×. The rounds are the independent units, so
-    the bootstrap resamples rounds; the median keeps a round that interference hit on one side only (a
+    which is how a busy host turned a 1.5× speedup into 0.11×. The bootstrap resamples rounds, in blocks
+    of ``block_length`` consecutive ones (ratios in the order the rounds ran), so a drift of the host's
+    state across the run widens the interval as it should; the median keeps a round that interference hit on one side only (a
     burst that began mid-round) from moving the estimate, where a mean of ratios would follow it.
     """
     _check(confidence, resamples)
@@ -143,10 +167,11 @@ def bootstrap_speedup(
         raise ValueError("every round's ratio must be a positive, finite number")
     n = ratios.size
     chunk = max(1, _MAX_ELEMENTS // n)
+    block = block_length(n)
     boot = np.empty(resamples, dtype=np.float64)
     for start in range(0, resamples, chunk):
         count = min(chunk, resamples - start)
-        boot[start : start + count] = np.median(ratios[rng.integers(0, n, size=(count, n))], axis=1)
+        boot[start : start + count] = np.median(ratios[block_indices(rng, n, count, block)], axis=1)
     low, high = _bounds(boot, confidence)
     return IntervalEstimate(
         value=float(np.median(ratios)), low=low, high=high, n=int(n), confidence=confidence

@@ -1,14 +1,20 @@
 """What the API shows of the rows, and the inputs it takes (the request body of a filing is validated by
-planner.forms.PocRequestForm; RequestCreateSerializer only describes it for the schema)."""
+planner.forms.PocRequestForm; RequestCreateSerializer only describes it for the schema, its fields derived
+from the form's, so a field added to the form is in the API's schema too)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
+from django import forms
+from django.core.exceptions import FieldDoesNotExist
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from planner.forms import DEFAULTS, PocRequestForm
 from planner.models import Candidate, HardwareProfile, PocRequest, PocRequestSummary
 
 
@@ -112,6 +118,14 @@ class CandidateSerializer(CandidateBriefSerializer):
         return candidate.latency  # every stored field, intervals included
 
 
+#: The columns of a request that its filing sets, in the request form's order: a request shows each as filed.
+FILED = [
+    name
+    for name in PocRequestForm.Meta.fields
+    if name in {field.name for field in PocRequest._meta.concrete_fields}
+]
+
+
 class PocRequestListSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
     team = serializers.CharField(source="team.name", read_only=True)
@@ -131,27 +145,8 @@ class PocRequestListSerializer(serializers.ModelSerializer):
             "progress",
             "progress_message",
             "error",
-            "model_source",
-            "model_ref",
-            "model_revision",
-            "dataset_ref",
-            "p95_target_ms",
-            "per_token_target_ms",
-            "accuracy_floor_pct",
-            "perplexity_increase_pct",
-            "output_tokens_per_request",
-            "requests_per_day",
-            "peak_factor",
-            "target_utilisation",
-            "hardware",
-            "horizon_months",
-            "engineering_hours",
-            "engineering_rate",
-            "maintenance_hours_per_month",
-            "teacher_updates_per_year",
-            "rerun_schedule",
+            *[name for name in FILED if name not in ("title", "task")],
             "rerun_of",
-            "currency",
             "decision",
             "decision_comment",
             "decided_at",
@@ -184,46 +179,92 @@ class PocRequestSerializer(PocRequestListSerializer):
         fields = PocRequestListSerializer.Meta.fields + ["candidates"]
 
 
+def _bounds(field: forms.Field, name: str, decimal: bool) -> dict[str, Any]:
+    """The tightest bounds the form holds a number to: its field's and, for a field of the model, the model
+    field's (a ModelForm runs those too)."""
+    try:
+        validators = [*field.validators, *getattr(PocRequest._meta.get_field(name), "validators", [])]
+    except FieldDoesNotExist:  # a field of the form only
+        validators = list(field.validators)
+    kind = Decimal if decimal else int
+    lows = [
+        v.limit_value for v in validators if isinstance(v, MinValueValidator) and not callable(v.limit_value)
+    ]
+    highs = [
+        v.limit_value for v in validators if isinstance(v, MaxValueValidator) and not callable(v.limit_value)
+    ]
+    bounds: dict[str, Any] = {}
+    if lows:
+        bounds["min_value"] = kind(str(max(lows)))
+    if highs:
+        bounds["max_value"] = kind(str(min(highs)))
+    return bounds
+
+
+def api_field(form: forms.BaseForm, name: str) -> serializers.Field:
+    """The form's field ``name`` as the API takes it: its type, choices, bounds, label and help text; required
+    when the form requires it and the API fills in no default (planner.api.filing)."""
+    field = form.fields[name]
+    common: dict[str, Any] = {
+        "required": field.required and DEFAULTS.get(name) is None,
+        "label": str(field.label) if field.label else None,
+        "help_text": str(field.help_text) or None,
+    }
+    if isinstance(field, forms.ModelChoiceField):  # before ChoiceField: its choices would query the rows
+        return serializers.IntegerField(**common)
+    if isinstance(field, forms.ChoiceField):
+        offered: Any = field.choices
+        choices = [(value, str(label)) for value, label in offered if value != ""]  # "": left out
+        if isinstance(field, forms.MultipleChoiceField):
+            return serializers.ListField(child=serializers.ChoiceField(choices=choices), **common)
+        return serializers.ChoiceField(choices=choices, allow_blank=not field.required, **common)
+    if isinstance(field, forms.FileField):
+        return serializers.FileField(**common)
+    if isinstance(field, forms.DecimalField):
+        return serializers.DecimalField(
+            max_digits=field.max_digits,
+            decimal_places=field.decimal_places,
+            **_bounds(field, name, True),
+            **common,
+        )
+    if isinstance(field, forms.IntegerField):
+        return serializers.IntegerField(**_bounds(field, name, False), **common)
+    if isinstance(field, forms.BooleanField):
+        return serializers.BooleanField(**common)
+    common["max_length"] = getattr(field, "max_length", None)
+    return serializers.CharField(allow_blank=not field.required, **common)
+
+
 class StepSerializer(serializers.Serializer):
     technique = serializers.CharField()
     params = serializers.DictField(required=False)
 
 
 class RequestCreateSerializer(serializers.Serializer):
-    """Everything the request form takes. Left out, a target or a cost takes the form's default, a
-    currency the hardware's; ``params`` sets techniques' parameters for every step that uses them,
-    ``pipelines`` adds candidates with their own parameters (like the form's "More pipelines")."""
+    """Everything the request form takes: each field of ``PocRequestForm.Meta.fields`` as the form declares
+    it (``api_field``), where the API says it otherwise the field declared here, then what only the API takes.
+    Left out, a target or a cost takes the form's default, a currency the hardware's; ``params`` sets
+    techniques' parameters for every step that uses them, ``pipelines`` adds candidates with their own
+    parameters (like the form's "More pipelines")."""
 
-    title = serializers.CharField()
-    task = serializers.ChoiceField(choices=PocRequest.Task.choices, required=False)
     team = serializers.IntegerField(required=False, help_text="Needed when you are in several teams.")
-    model_source = serializers.ChoiceField(choices=PocRequest.ModelSource.choices, required=False)
-    model_ref = serializers.CharField(required=False, help_text='"demo" or a folder under MODELS_ROOT.')
-    model_archive = serializers.FileField(required=False, help_text="model_source=archive: a .zip or .tar.")
-    hub_model = serializers.CharField(required=False, help_text="model_source=hub: org/name.")
-    model_revision = serializers.CharField(required=False, help_text="model_source=hub: a 40-hex commit.")
-    dataset_ref = serializers.ChoiceField(choices=["demo", "upload"], required=False)
-    dataset_upload = serializers.FileField(required=False)
-    p95_target_ms = serializers.DecimalField(max_digits=10, decimal_places=2, required=False)
-    per_token_target_ms = serializers.DecimalField(max_digits=10, decimal_places=2, required=False)
-    accuracy_floor_pct = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
-    perplexity_increase_pct = serializers.DecimalField(max_digits=6, decimal_places=2, required=False)
-    output_tokens_per_request = serializers.IntegerField(required=False)
-    requests_per_day = serializers.IntegerField(required=False)
-    peak_factor = serializers.DecimalField(max_digits=6, decimal_places=2, required=False)
-    target_utilisation = serializers.DecimalField(max_digits=4, decimal_places=2, required=False)
+    # The form offers this server's folders as choices; the API takes a name, which the form checks.
+    model_ref = serializers.CharField(
+        required=False, help_text='model_source=local: "demo" or a folder under MODELS_ROOT.'
+    )
     hardware = serializers.IntegerField(help_text="A hardware profile's id (GET /api/v1/hardware/).")
-    horizon_months = serializers.IntegerField(required=False)
-    engineering_hours = serializers.DecimalField(max_digits=8, decimal_places=1, required=False)
-    engineering_rate = serializers.DecimalField(max_digits=10, decimal_places=2, required=False)
-    maintenance_hours_per_month = serializers.DecimalField(max_digits=7, decimal_places=1, required=False)
-    teacher_updates_per_year = serializers.IntegerField(required=False)
-    rerun_schedule = serializers.ChoiceField(choices=PocRequest.RerunSchedule.choices, required=False)
-    currency = serializers.CharField(required=False)
-    candidates = serializers.ListField(child=serializers.CharField(), required=False)
-    custom_pipelines = serializers.CharField(required=False)
     pipelines = serializers.ListField(child=StepSerializer(many=True), required=False)
     params = serializers.DictField(child=serializers.DictField(), required=False)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        declared = super().get_fields()
+        form = PocRequestForm()
+        fields = {}
+        for name in PocRequestForm.Meta.fields:
+            fields[name] = declared.pop(name) if name in declared else api_field(form, name)
+            if name == "title":  # where the form adds its team field, for a user in several teams
+                fields["team"] = declared.pop("team")
+        return {**fields, **declared}
 
 
 class DecisionSerializer(serializers.Serializer):

@@ -99,7 +99,15 @@ def _roi_goodput(g: Goodput | None) -> roi.Goodput | None:
     if g is None:
         return None
     return roi.Goodput(
-        g.rps, g.max_batch, g.max_wait_ms, g.share, g.target_ms, g.itl_target_ms, g.tokens, g.capped_tokens
+        g.rps,
+        g.max_batch,
+        g.max_wait_ms,
+        g.share,
+        g.target_ms,
+        g.itl_target_ms,
+        g.tokens,
+        g.capped_tokens,
+        simulated=g.method == "simulated",
     )
 
 

@@ -188,9 +188,7 @@ def estimate_view(*, poc_request: PocRequest) -> EstimateView | None:
     tokens = int(poc_request.search_summary.get("tokens") or estimates.demo_tokens(poc_request.task))
     rows = []
     for candidate in poc_request.candidates.all():
-        shape = preflight.ModelShape.from_config(config, task=poc_request.task)
-        variant = preflight.variant_for(shape, candidate.pipeline)
-        est = preflight.estimate(variant, peaks, tokens=tokens)
+        est = estimates.candidate_estimate(candidate, config=config, peaks=peaks, tokens=tokens)
         rows.append(EstimateRow(candidate.label, est.latency_ms, estimates.measured_ms(candidate), est.bound))
     errors = [abs(r.error) for r in rows if r.error is not None]
     ranking = estimates.ranked(
@@ -204,6 +202,6 @@ def estimate_view(*, poc_request: PocRequest) -> EstimateView | None:
         rows=rows,
         ranking=estimates.as_json(ranking, peaks=peaks, tokens=tokens),
         efficiency=peaks.efficiency,
-        calibrated=peaks.efficiency != 1.0,
+        calibrated=peaks.calibrated,
         mean_error=sum(errors) / len(errors) if errors else None,
     )

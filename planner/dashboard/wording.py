@@ -456,13 +456,14 @@ def capacity_sentence(row: roi.ModelEconomics) -> str | None:
         "wait": ms_text(Decimal(str(g.max_wait_ms))),
     }
     if g.itl_target_ms is None:
-        return (
+        sentence = (
             _(
                 "sustains %(rate)s req/s per replica with %(share)s of requests under %(target)s "
                 "(batches of up to %(batch)s, waiting at most %(wait)s)"
             )
             % figures
         )
+        return sentence + _simulated_note(g)
     sentence = _(
         "sustains %(rate)s replies/s per replica with %(share)s of replies starting within %(target)s and "
         "taking at most %(itl)s per token (batches of up to %(batch)s, waiting at most %(wait)s)"
@@ -472,7 +473,16 @@ def capacity_sentence(row: roi.ModelEconomics) -> str | None:
             "measured": fixed(g.capped_tokens, 0, grouped=True),
             "asked": fixed(g.tokens, 0, grouped=True),
         }
-    return sentence
+    return sentence + _simulated_note(g)
+
+
+def _simulated_note(g: roi.Goodput) -> str:
+    if not g.simulated:
+        return ""
+    return " " + _(
+        "Simulated from the measured batch times: at this rate a served trial would take too long to "
+        "count enough requests."
+    )
 
 
 def static_capacity_note(row: roi.ModelEconomics) -> str | None:

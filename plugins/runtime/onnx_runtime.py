@@ -12,15 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from plugins.artifacts import ModelLoadError
 from plugins.base import Context, Param, Technique, TechniqueError
-from plugins.formats import Format
+from plugins.runtime.storage import ONNX_GRAPH, read_onnx, save_onnx, served_format
 
 ONNX = "roi-planner/onnx"
 RUNTIME = "onnxruntime"
-
-
-def _served(model: Any) -> bool:
-    return type(model).__name__ == "ServedModel" and getattr(model, "runtime", None) == RUNTIME
 
 
 def session(source: Any, *, threads: int | None = None) -> Any:
@@ -114,27 +111,7 @@ def _quantize(fp32: Path, out: Path, ctx: Context, kv: Any, params: Mapping[str,
 # --- the format -------------------------------------------------------------------------------------------
 
 
-def _save(model: Any, path: Path) -> dict[str, Any]:
-    from plugins.runtime.storage import save_onnx
-
-    model.config.save_pretrained(path)
-    save_onnx(model.source, path)
-    return {"runtime": RUNTIME, **model.details}
-
-
-def _load(path: Path, task: str, manifest: dict[str, Any], device: str) -> Any:
-    from transformers import AutoConfig
-
-    from plugins.artifacts import ModelLoadError
-    from plugins.runtime.served import KvLayout
-    from plugins.runtime.storage import ONNX_GRAPH, read_onnx
-
-    if device != "cpu":
-        raise ModelLoadError(f"{path.name} is served by ONNX Runtime on the CPU, not on {device}")
-    proto = read_onnx(path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    kv = KvLayout(**manifest["kv"]) if manifest.get("kv") else None
-    details = {k: v for k, v in manifest.items() if k not in ("format", "runtime")}
+def _serve_saved(path: Path, proto: Any, *, config: Any, task: str, kv: Any, details: dict[str, Any]) -> Any:
     try:
         runner = backend(str(path / ONNX_GRAPH))
     except Exception as exc:  # onnxruntime raises its own exception types for a graph it refuses
@@ -142,15 +119,14 @@ def _load(path: Path, task: str, manifest: dict[str, Any], device: str) -> Any:
     return _served_model(proto, runner, config=config, task=task, kv=kv, details=details, base=path)
 
 
-def _dense_tensors(module: Any) -> list[tuple[int, Any]] | None:
-    if not _served(module):
-        return None
-    from plugins.runtime.served import dense_tensors
-
-    return dense_tensors(module, RUNTIME)
-
-
-ONNX_FORMAT = Format(ONNX, detects=_served, save=_save, load=_load, dense_tensors=_dense_tensors)
+ONNX_FORMAT = served_format(
+    ONNX,
+    runtime=RUNTIME,
+    title="ONNX Runtime",
+    save_graph=save_onnx,
+    read_graph=read_onnx,
+    serve=_serve_saved,
+)
 
 
 class OnnxRuntime(Technique):

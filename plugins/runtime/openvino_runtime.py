@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from plugins.base import Context, Param, Technique, TechniqueError
-from plugins.formats import Format
+from plugins.runtime.storage import read_openvino, save_openvino, served_format
 
 OPENVINO = "roi-planner/openvino"
 RUNTIME = "openvino"
 WEIGHT_MODES = ("int8-weights", "int4-weights")
-
-
-def _served(model: Any) -> bool:
-    return type(model).__name__ == "ServedModel" and getattr(model, "runtime", None) == RUNTIME
 
 
 def compile_options(precision: str, threads: int | None = None) -> dict[str, Any]:
@@ -114,41 +110,21 @@ def _quantize(ov_model: Any, ctx: Context, kv: Any, model: Any, params: Mapping[
 # --- the format -------------------------------------------------------------------------------------------
 
 
-def _save(model: Any, path: Path) -> dict[str, Any]:
-    from plugins.runtime.storage import save_openvino
-
-    model.config.save_pretrained(path)
-    save_openvino(model.source, path)
-    return {"runtime": RUNTIME, **model.details}
-
-
-def _load(path: Path, task: str, manifest: dict[str, Any], device: str) -> Any:
-    from transformers import AutoConfig
-
-    from plugins.artifacts import ModelLoadError
-    from plugins.runtime.served import KvLayout
-    from plugins.runtime.storage import read_openvino
-
-    if device != "cpu":
-        raise ModelLoadError(f"{path.name} is served by OpenVINO on the CPU, not on {device}")
-    ov_model = read_openvino(path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    kv = KvLayout(**manifest["kv"]) if manifest.get("kv") else None
-    details = {k: v for k, v in manifest.items() if k not in ("format", "runtime")}
-    return _served_model(
-        ov_model, str(manifest.get("precision", "auto")), config=config, task=task, kv=kv, details=details
-    )
+def _serve_saved(
+    path: Path, ov_model: Any, *, config: Any, task: str, kv: Any, details: dict[str, Any]
+) -> Any:
+    precision = str(details.get("precision", "auto"))
+    return _served_model(ov_model, precision, config=config, task=task, kv=kv, details=details)
 
 
-def _dense_tensors(module: Any) -> list[tuple[int, Any]] | None:
-    if not _served(module):
-        return None
-    from plugins.runtime.served import dense_tensors
-
-    return dense_tensors(module, RUNTIME)
-
-
-OPENVINO_FORMAT = Format(OPENVINO, detects=_served, save=_save, load=_load, dense_tensors=_dense_tensors)
+OPENVINO_FORMAT = served_format(
+    OPENVINO,
+    runtime=RUNTIME,
+    title="OpenVINO",
+    save_graph=save_openvino,
+    read_graph=read_openvino,
+    serve=_serve_saved,
+)
 
 
 class OpenVino(Technique):

@@ -8,19 +8,26 @@ point into ``model.safetensors``: ONNX Runtime runs ``model.onnx`` and OpenVINO 
 the project's rules: weights only in safetensors (no ``.bin``, no pickle), counted by the same header
 reader as every other model (``plugins.model_info``). Neither format holds code: custom operator libraries
 and OpenVINO extensions are never registered when they are loaded.
+
+``served_format`` is the save format both runtimes share around their graph: config.json, the graph and
+the manifest that names the runtime, loaded back on the CPU without remote code. NumPy and the runtime
+libraries are imported where they are used, so a runtime module can build its format at import time
+without loading them.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from plugins.artifacts import WEIGHTS, ModelLoadError
+from plugins.formats import Format
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ONNX_GRAPH = "model.onnx"
 OPENVINO_GRAPH = "openvino_model.xml"
@@ -29,23 +36,24 @@ INLINE_BYTES = 1024
 #: What counts as a weight in the parameter count (not shapes, indices or masks).
 WEIGHT_DTYPES = frozenset({"float32", "float16", "float64", "int8", "uint8"})
 _OV_TYPES = {
-    "f32": np.float32,
-    "f16": np.float16,
-    "f64": np.float64,
-    "i8": np.int8,
-    "u8": np.uint8,
-    "i16": np.int16,
-    "u16": np.uint16,
-    "i32": np.int32,
-    "u32": np.uint32,
-    "i64": np.int64,
-    "u64": np.uint64,
-    "boolean": np.bool_,
+    "f32": "float32",
+    "f16": "float16",
+    "f64": "float64",
+    "i8": "int8",
+    "u8": "uint8",
+    "i16": "int16",
+    "u16": "uint16",
+    "i32": "int32",
+    "u32": "uint32",
+    "i64": "int64",
+    "u64": "uint64",
+    "boolean": "bool",
 }
 
 
 def _write_safetensors(tensors: dict[str, np.ndarray], path: Path) -> dict[str, int]:
     """Save ``tensors`` as safetensors; return each tensor's byte offset from the start of the file."""
+    import numpy as np
     from safetensors.numpy import save_file
 
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={"format": "np"})
@@ -164,6 +172,8 @@ def save_openvino(model: Any, path: Path) -> None:
 
 def _ov_array(raw: bytes, data: Any) -> np.ndarray:
     """A constant's bytes as an array of its type and shape; packed types (int4, bf16 …) as bytes."""
+    import numpy as np
+
     dtype = _OV_TYPES.get(data.get("element_type", ""))
     shape = tuple(int(d) for d in data.get("shape", "").split(",") if d.strip())
     if dtype is not None and int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize == len(raw):
@@ -185,6 +195,8 @@ def read_openvino(path: Path) -> Any:
 
 def openvino_tensors(model: Any) -> Iterator[tuple[str, np.ndarray]]:
     """The weights of an OpenVINO model: constants of weight types (int4 unpacked), two elements or more."""
+    import numpy as np
+
     for index, op in enumerate(model.get_ordered_ops()):
         if op.get_type_name() != "Constant":
             continue
@@ -201,3 +213,63 @@ def openvino_tensors(model: Any) -> Iterator[tuple[str, np.ndarray]]:
             )
         elif kind in ("f32", "f16", "f64", "i8", "u8", "bf16"):
             yield f"{op.get_friendly_name()}#{index}", np.asarray(op.get_data())
+
+
+# --- the save format ----------------------------------------------------------------------------------------
+
+
+class Serve(Protocol):
+    """Builds the served model back from a saved directory, its graph as ``read_graph`` returned it, and
+    what the manifest and config.json say of it."""
+
+    def __call__(
+        self, path: Path, graph: Any, /, *, config: Any, task: str, kv: Any, details: dict[str, Any]
+    ) -> Any: ...
+
+
+def served_format(
+    name: str,
+    *,
+    runtime: str,
+    title: str,
+    save_graph: Callable[[Any, Path], None],
+    read_graph: Callable[[Path], Any],
+    serve: Serve,
+) -> Format:
+    """The format ``name`` of a model that ``runtime`` (``title`` in messages) serves on the CPU.
+
+    Saved: config.json, the served model's graph (``model.source``) by ``save_graph``, and a manifest of
+    the runtime's name and the model's ``details`` (task, quantization, KV-cache layout …); the tokenizer
+    and the model card are written by ``plugins.artifacts``. Loaded: the graph by ``read_graph``, which
+    refuses weights outside ``model.safetensors``, the config without remote code, then ``serve``.
+    """
+
+    def detects(model: Any) -> bool:
+        return type(model).__name__ == "ServedModel" and getattr(model, "runtime", None) == runtime
+
+    def save(model: Any, path: Path) -> dict[str, Any]:
+        model.config.save_pretrained(path)
+        save_graph(model.source, path)
+        return {"runtime": runtime, **model.details}
+
+    def load(path: Path, task: str, manifest: dict[str, Any], device: str) -> Any:
+        from transformers import AutoConfig
+
+        from plugins.runtime.served import KvLayout
+
+        if device != "cpu":
+            raise ModelLoadError(f"{path.name} is served by {title} on the CPU, not on {device}")
+        graph = read_graph(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        kv = KvLayout(**manifest["kv"]) if manifest.get("kv") else None
+        details = {k: v for k, v in manifest.items() if k not in ("format", "runtime")}
+        return serve(path, graph, config=config, task=task, kv=kv, details=details)
+
+    def dense_tensors(module: Any) -> list[tuple[int, Any]] | None:
+        if not detects(module):
+            return None
+        from plugins.runtime.served import dense_tensors as served_tensors
+
+        return served_tensors(module, runtime)
+
+    return Format(name, detects=detects, save=save, load=load, dense_tensors=dense_tensors)

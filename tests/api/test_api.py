@@ -370,3 +370,113 @@ def test_the_schema_validates_and_names_every_endpoint(api, client, user):
     docs = client.get(reverse("api:docs"))
     assert docs.status_code == 200 and "<style" not in docs.content.decode()
     assert "script-src 'self'" in docs["Content-Security-Policy"]
+
+
+# Every field of the request form, as the API takes it: the values a filing below sets, each valid on the
+# CPU profile, and the row attribute that stores it.
+FORM_VALUES = {
+    "serving_runtime": "onnxruntime",
+    "mode": "search",
+    "search_max_trials": 5,
+    "search_max_minutes": 90,
+    "requests_per_day": 300_000,
+    "peak_factor": Decimal("3"),
+    "target_utilisation": Decimal("0.6"),
+    "horizon_months": 24,
+    "engineering_hours": Decimal("16"),
+    "engineering_rate": Decimal("120"),
+    "maintenance_hours_per_month": Decimal("2"),
+    "teacher_updates_per_year": 4,
+    "rerun_schedule": "quarterly",
+}
+
+
+def test_the_api_takes_every_field_of_the_request_form():
+    from planner.api.serializers import RequestCreateSerializer
+    from planner.forms import PocRequestForm
+
+    fields = RequestCreateSerializer().fields
+    assert [n for n in fields if n in PocRequestForm.Meta.fields] == list(PocRequestForm.Meta.fields)
+    assert {"team", "pipelines", "params"} <= set(fields)
+    assert {n for n, f in fields.items() if f.required} == {"title", "dataset_ref", "hardware"}
+
+
+def test_a_field_added_to_the_form_is_in_the_api_with_its_rules(monkeypatch):
+    from django import forms
+
+    from planner.api.serializers import RequestCreateSerializer
+    from planner.forms import PocRequestForm
+
+    monkeypatch.setattr(PocRequestForm.Meta, "fields", [*PocRequestForm.Meta.fields, "replicas"])
+    monkeypatch.setitem(
+        PocRequestForm.base_fields,
+        "replicas",
+        forms.IntegerField(min_value=1, max_value=8, required=False, help_text="Replicas at peak."),
+    )
+    field = RequestCreateSerializer().fields["replicas"]
+    assert (field.min_value, field.max_value, field.required) == (1, 8, False)
+    assert field.help_text == "Replicas at peak."
+
+
+def test_a_filing_stores_every_form_field_it_sets(api, cpu_hardware, tiny_model_dir, sent):
+    response = _file(api, cpu_hardware, candidates=None, **{k: str(v) for k, v in FORM_VALUES.items()})
+    assert response.status_code == 201, response.content[:2000]
+    body = response.json()
+    poc_request = PocRequest.objects.get(pk=body["id"])
+    for name, value in FORM_VALUES.items():
+        assert getattr(poc_request, name) == value, name
+    assert (body["serving_runtime"], body["mode"], body["search_max_trials"]) == ("onnxruntime", "search", 5)
+
+
+def test_a_request_filed_with_a_serving_runtime_stores_it(api, cpu_hardware, tiny_model_dir, sent):
+    response = _file(api, cpu_hardware, serving_runtime="openvino")
+    assert response.status_code == 201, response.content[:2000]
+    body = response.json()
+    assert (body["serving_runtime"], body["mode"]) == ("openvino", "pipelines")
+    poc_request = PocRequest.objects.get(pk=body["id"])
+    assert (poc_request.serving_runtime, poc_request.mode) == ("openvino", "pipelines")
+    assert [c["label"] for c in body["candidates"]] == ["baseline", "quantize.dynamic-int8"]
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"serving_runtime": "vllm"}, "serving_runtime"),  # vLLM serves on a GPU
+        ({"serving_runtime": "tensorrt"}, "serving_runtime"),
+        ({"mode": "search", "candidates": None}, "search_max_trials"),  # a search needs a budget
+        ({"mode": "search", "search_max_trials": "0"}, "search_max_trials"),
+        ({"mode": "search", "search_max_minutes": "20000"}, "search_max_minutes"),
+        ({"mode": "guess"}, "mode"),
+    ],
+)
+def test_the_new_form_fields_are_checked_by_the_forms_rules(
+    api, cpu_hardware, tiny_model_dir, sent, overrides, field
+):
+    body = _error(_file(api, cpu_hardware, **overrides), 400)
+    assert field in body["fields"], body
+    assert not PocRequest.objects.exists() and not sent
+
+
+def test_the_schema_lists_every_form_field_with_its_choices_and_bounds(api):
+    from planner.forms import PocRequestForm
+
+    schema = yaml.safe_load(api.get(reverse("api:schema")).content)
+    components = schema["components"]["schemas"]
+    body = schema["paths"]["/api/v1/requests/"]["post"]["requestBody"]["content"]
+    for media in ("application/json", "multipart/form-data"):
+        assert body[media]["schema"]["$ref"].endswith("/RequestCreateRequest")
+    create = components["RequestCreateRequest"]
+    assert set(PocRequestForm.Meta.fields) <= set(create["properties"])
+    assert set(create["required"]) == {"title", "dataset_ref", "hardware"}
+
+    def enum(name):
+        ref = next(s["$ref"] for s in create["properties"][name]["oneOf"] if "BlankEnum" not in s["$ref"])
+        return components[ref.rsplit("/", 1)[1]]["enum"]
+
+    assert enum("serving_runtime") == [c.value for c in PocRequest.ServingRuntime]
+    assert enum("mode") == ["pipelines", "search"]
+    trials = create["properties"]["search_max_trials"]
+    assert (trials["type"], trials["minimum"], trials["maximum"]) == ("integer", 1, 200)
+    assert create["properties"]["search_max_minutes"]["maximum"] == 10_080
+    shown = components["PocRequest"]["properties"]
+    assert {"serving_runtime", "mode", "search_max_trials", "search_max_minutes"} <= set(shown)

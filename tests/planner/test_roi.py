@@ -1284,3 +1284,16 @@ def test_capacity_sentence_names_the_share_the_target_and_the_batcher():
         )
         assert "optimistic upper bound" in wording.static_capacity_note(row)
         assert wording.capacity_sentence(evaluate([BASELINE, INT8], economics()).row("2")) is None
+
+
+def test_a_simulated_goodput_says_so_in_its_sentence():
+    int8 = dataclass_replace(INT8, goodput=dataclass_replace(served(6.2, 1), simulated=True))
+    row = evaluate([BASELINE, int8], economics(p95_target_ms=D(33))).row("2")
+    with translation.override("en"):
+        sentence = wording.capacity_sentence(row)
+    assert sentence.startswith("sustains 6.2 req/s per replica")
+    assert sentence.endswith(
+        "Simulated from the measured batch times: at this rate a served trial would take too long to "
+        "count enough requests."
+    )
+    assert row.capacity_rps == pytest.approx(D("6.2"), abs=D("0.01"))  # the figure is used all the same

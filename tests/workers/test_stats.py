@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from workers.stats import (
+    block_indices,
+    block_length,
     bootstrap_quantile,
     bootstrap_quantiles,
     bootstrap_speedup,
@@ -111,3 +113,35 @@ def test_speedup_refuses_impossible_ratios():
         bootstrap_speedup([1.0] * 9 + [0.0], rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_speedup([1.0] * 10, rng=np.random.default_rng(0), confidence=1.0)
+
+
+def test_block_indices_keep_runs_of_consecutive_rounds():
+    assert [block_length(n) for n in (1, 8, 9, 100, 200)] == [1, 2, 3, 5, 6]
+    picked = block_indices(np.random.default_rng(0), 10, 4, 3)
+    assert picked.shape == (4, 10)
+    for row in picked:
+        for block in (row[0:3], row[3:6], row[6:9]):  # each block counts up by one, wrapping past 9
+            assert all((b - a) % 10 == 1 for a, b in zip(block, block[1:], strict=False))
+
+
+def test_a_drifting_host_widens_the_speedup_interval_so_it_covers_the_truth_more_often():
+    """Per-round ratios that drift (an AR(1) process, φ = 0.9: the host's state changes slowly): resampling
+    rounds one by one thinks 60 rounds are 60 independent ones and covers the true speedup far less often
+    than its 95%; blocks of consecutive rounds cover it much more often."""
+    simulate = np.random.default_rng(45)
+    covered = {"block": 0, "iid": 0}
+    for i in range(200):
+        noise = np.empty(60)
+        noise[0] = simulate.normal(0, 0.05)
+        for t in range(1, 60):
+            noise[t] = 0.9 * noise[t - 1] + simulate.normal(0, 0.05 * math.sqrt(1 - 0.81))
+        ratios = 1.5 * np.exp(noise)
+        block = bootstrap_speedup(ratios, rng=np.random.default_rng(i), resamples=500)
+        assert block is not None
+        covered["block"] += block.contains(1.5)
+        rng = np.random.default_rng(i)
+        iid = np.median(ratios[rng.integers(0, 60, size=(500, 60))], axis=1)
+        low, high = np.quantile(iid, [0.025, 0.975])
+        covered["iid"] += bool(low <= 1.5 <= high)
+    assert covered["block"] >= covered["iid"] + 20
+    assert covered["iid"] / 200 < 0.8

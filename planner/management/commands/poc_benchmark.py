@@ -5,12 +5,14 @@ python manage.py poc_benchmark --pipeline '[{"technique": "quantize.dynamic-int8
 python manage.py poc_benchmark --task causal-lm     # demo LLM (SmolLM2-135M): baseline vs the LM defaults
 python manage.py poc_benchmark --repeat 3           # three whole runs: each speedup and their spread
 python manage.py poc_benchmark --busy 2 --compare-quiet   # quiet, then with 2 busy processes, side by side
+python manage.py poc_benchmark --target-ms 50 --peak-rps 40   # also goodput under a 50 ms p95 target
 
 Every candidate is timed against the baseline in interleaved rounds (docs/measurement.md); the speedup,
 the p95 and their intervals are printed with the verdict (clean, or unstable and why).
 """
 
 import json
+import math
 import multiprocessing
 import statistics
 import tempfile
@@ -88,6 +90,19 @@ def status_text(point) -> str:
     return f"unstable: {point.unstable}" if point.unstable else "clean"
 
 
+def _static_capacity(latency, target_ms: float, tokens: int) -> float:
+    """Requests/s of full batches back to back at the best batch whose p95 meets the target (0: none);
+    text generation: the p95 time to first token against the target, replies of ``tokens`` tokens."""
+    rates = []
+    for p in latency:
+        if p.ttft_p50_ms is not None and p.itl_p50_ms is not None:
+            if p.ttft_p95_ms is not None and p.ttft_p95_ms <= target_ms:
+                rates.append(p.batch_size * 1000 / (p.ttft_p50_ms + (tokens - 1) * p.itl_p50_ms))
+        elif p.p95_ms is not None and p.p95_ms <= target_ms:
+            rates.append(p.throughput_rps)
+    return max(rates, default=0.0)
+
+
 def spread(values) -> float | None:
     """(max − min) / median of a run's repeated figures; None with fewer than two."""
     values = [v for v in values if v is not None]
@@ -157,6 +172,18 @@ class Command(BaseCommand):
             help="Hourly price of the device, for the cost per 1M output tokens (default: the 2 vCPU profile).",
         )
         parser.add_argument("--utilisation", type=Decimal, default=Decimal("0.7"))
+        parser.add_argument(
+            "--target-ms",
+            type=float,
+            default=None,
+            help="Latency target (text generation: time to first token) for the serving scenario; with it, "
+            "each model's goodput is measured and printed against the static figure.",
+        )
+        parser.add_argument("--itl-target-ms", type=float, default=None, help="Text generation: inter-token.")
+        parser.add_argument("--reply-tokens", type=int, default=64, help="Text generation: reply length M.")
+        parser.add_argument(
+            "--peak-rps", type=float, default=40.0, help="Peak traffic for the replicas before/after goodput."
+        )
         parser.add_argument("--json", dest="json_out", help="Also write every figure to this JSON file.")
 
     def handle(self, *args, **opts):
@@ -203,6 +230,9 @@ class Command(BaseCommand):
         for key, results in runs.items():
             self._print_trust(key, results, candidates, config.batch_sizes)
         self._print_runs(runs, candidates, config.batch_sizes[0], [name for name, _ in scenarios])
+        if opts["target_ms"] is not None:
+            for key, results in runs.items():
+                self._print_goodput(key, results, candidates, opts)
         if opts["json_out"]:
             rows = [
                 {
@@ -218,6 +248,16 @@ class Command(BaseCommand):
 
     def _run(self, task, model_dir, candidates, config, opts):
         from workers.runner import PocError, PocSpec, run_poc
+        from workers.serving import Targets
+
+        targets = None
+        if opts["target_ms"] is not None:
+            generative = task == CAUSAL_LM
+            targets = Targets(
+                first_ms=opts["target_ms"],
+                itl_ms=opts["itl_target_ms"] if generative else None,
+                tokens=opts["reply_tokens"] if generative else 1,
+            )
 
         with tempfile.TemporaryDirectory(prefix="poc-benchmark-") as artifacts:
             spec = PocSpec(
@@ -228,6 +268,7 @@ class Command(BaseCommand):
                 candidates=candidates,
                 artifacts_dir=artifacts,
                 measure=config,
+                targets=targets,
             )
             last = {"message": "", "at": 0.0}
 
@@ -366,6 +407,43 @@ class Command(BaseCommand):
                 width = spread(speedups)
                 cells.append(f"{shown}  spread {width:.1%}" if width is not None else shown)
             self.stdout.write(f"{label:<44} " + " | ".join(f"{c:<40}" for c in cells))
+
+    def _print_goodput(self, key, results, candidates, opts):
+        """One run: per model, the goodput under the target against the static figure (b ÷ median at the
+        largest batch meeting the target, × utilisation, as capacity was computed before goodput), the
+        replicas each implies at --peak-rps, the prediction the search started from, and the time the
+        search took against the timing's."""
+        name, run = key
+        labels = {c.key: registry.pipeline_label(c.pipeline) for c in candidates}
+        u, peak = float(opts["utilisation"]), opts["peak_rps"]
+        self.stdout.write(
+            f"\n{name}, run {run}: goodput at {opts['target_ms']:g} ms for {int(100 * 0.95)}% of requests, "
+            f"{peak:g} req/s peak; static = b ÷ median × {u:g}"
+        )
+        self.stdout.write(
+            f"{'candidate':<44} {'goodput':>9} {'static':>9} {'ratio':>6} {'predicted':>9} {'setting':>12} "
+            f"{'replicas':>13} {'search s':>8} {'timing s':>8} {'added':>6}"
+        )
+        for result in results:
+            goodput = result.ok and result.measurement.goodput
+            if not goodput:
+                self.stdout.write(f"{labels[result.key]:<44} {'—' if result.ok else result.error}")
+                continue
+            tokens = opts["reply_tokens"] if goodput.tokens else 1
+            static = _static_capacity(result.measurement.latency, opts["target_ms"], tokens) * u
+            replicas = (
+                f"{math.ceil(peak / static) if static else DASH} → "
+                f"{math.ceil(peak / goodput.rps) if goodput.rps else DASH}"
+            )
+            searched = result.environment.get("goodput_seconds") or 0.0
+            timed = result.environment.get("latency_timing_seconds") or 0.0
+            predicted = f"{goodput.predicted_rps:.1f}" if goodput.predicted_rps is not None else DASH
+            self.stdout.write(
+                f"{labels[result.key]:<44} {goodput.rps:>9.1f} {static:>9.1f} "
+                f"{(goodput.rps / static if static else 0):>6.2f} {predicted:>9} "
+                f"{f'b≤{goodput.max_batch}, {goodput.max_wait_ms:g} ms':>12} {replicas:>13} "
+                f"{searched:>8.1f} {timed:>8.1f} {(searched / timed if timed else 0):>6.0%}"
+            )
 
     @staticmethod
     def _cost(tokens_per_s: float, opts) -> Decimal:

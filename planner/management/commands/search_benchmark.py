@@ -165,7 +165,8 @@ class Command(BaseCommand):
                 f"estimate error on the default plan, uncalibrated: {first.error_before:.0%} (mean |relative error|)"
             )
             out(
-                f"efficiency factor fitted on it: ×{first.efficiency:.2f} (error after the fit {first.error_after:.0%})"
+                f"factors fitted on it: roofline ×{first.efficiency:.2f}, overhead ×{first.overhead:.2f} "
+                f"(error after the fit {first.error_after:.0%})"
             )
         errors = [
             abs(preflight.relative_error(t.estimate_ms, measured))

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -112,6 +113,13 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=1)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--max-length", type=int, default=64, help="tokens per input at most")
+        parser.add_argument(
+            "--no-pin",
+            dest="pin",
+            action="store_false",
+            help="Do not pin the server (model, batcher, HTTP) to the first CPU and the load generator to "
+            "the others; pinned, the load generator's own work does not slow the model it measures.",
+        )
 
     def handle(self, *args, **options):
         import uvicorn
@@ -121,13 +129,15 @@ class Command(BaseCommand):
         from workers.execution import goodput_policy_from_settings
         from workers.goodput import wilson
         from workers.measure import MeasureConfig, fix_threads, latency_sweep
-        from workers.runner import PocSpec, _goodput
+        from workers.runner import PocSpec
         from workers.serving import BatcherSetting, Targets, model_executor
+        from workers.serving_run import serve_goodput
         from workers.timing import TimingPolicy
 
         model_dir = Path(options["model"])
         if not model_dir.is_dir():
             raise CommandError(f"No model at {model_dir}: run `manage.py demo_setup`, or pass --model DIR.")
+        client_cores = self._pin(options["pin"])
         fix_threads(options["threads"])
         task, target = "sequence-classification", options["target_ms"]
         model, tokenizer = load_pretrained(model_dir, task, device="cpu")
@@ -148,7 +158,7 @@ class Command(BaseCommand):
         spec = PocSpec(
             task, str(model_dir), "demo", "cpu", [], "", seed=options["seed"], targets=Targets(target)
         )
-        goodput, seconds = _goodput(
+        goodput, seconds = serve_goodput(
             model, tokenizer, texts, latency, spec=spec, config=config, step_report=lambda f, m: None
         )
         static = max(
@@ -203,12 +213,23 @@ class Command(BaseCommand):
                     ],
                     check=True,
                     timeout=options["seconds"] + 120,
+                    preexec_fn=(lambda: os.sched_setaffinity(0, client_cores)) if client_cores else None,
                 )
                 load = json.loads(out.read_text())
         finally:
             server.should_exit = True
             thread.join(timeout=10)
         self._report(load, goodput, target, options["seconds"], wilson)
+
+    def _pin(self, pin: bool) -> set[int]:
+        """Pin this process (the model, the batcher and the HTTP server) to the first CPU it may use and
+        return the others, for the load generator; nothing on one CPU, or without --pin."""
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if not pin or len(cores) < 2:
+            return set()
+        os.sched_setaffinity(0, {cores[0]})
+        self.stdout.write(f"server pinned to CPU {cores[0]}, load generator to CPUs {cores[1:]}")
+        return set(cores[1:])
 
     def _report(self, load, goodput, target, seconds, wilson) -> None:
         samples = load["samples"][len(load["samples"]) // 20 :]  # the first 5% is the server warming up
