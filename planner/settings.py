@@ -267,6 +267,8 @@ MEASURE_BOOTSTRAP_RESAMPLES = env.int("MEASURE_BOOTSTRAP_RESAMPLES", default=200
 MEASURE_TAIL_SAMPLES = env.int("MEASURE_TAIL_SAMPLES", default=5)
 MEASURE_UNSTABLE_WIDTH = env.float("MEASURE_UNSTABLE_WIDTH", default=0.10)
 MEASURE_UNSTABLE_CPU_SHARE = env.float("MEASURE_UNSTABLE_CPU_SHARE", default=0.25)
+# A model this much slower right after the other model than right after itself marks the pairing unstable.
+MEASURE_CARRYOVER_TOLERANCE = env.float("MEASURE_CARRYOVER_TOLERANCE", default=0.20)
 MEASURE_REMEASURE = env.int("MEASURE_REMEASURE", default=2)
 MEASURE_REMEASURE_PAUSE_S = env.float("MEASURE_REMEASURE_PAUSE_S", default=5.0)
 # Capacity as goodput (workers/goodput.py, docs/measurement.md): after the timing, each candidate is served

@@ -88,6 +88,7 @@ def measure_config_from_settings() -> MeasureConfig:
         tail_samples=settings.MEASURE_TAIL_SAMPLES,
         unstable_width=settings.MEASURE_UNSTABLE_WIDTH,
         unstable_cpu_share=settings.MEASURE_UNSTABLE_CPU_SHARE,
+        carryover_tolerance=settings.MEASURE_CARRYOVER_TOLERANCE,
         remeasure=settings.MEASURE_REMEASURE,
         remeasure_pause_s=settings.MEASURE_REMEASURE_PAUSE_S,
     )

@@ -37,6 +37,7 @@ from workers.trust import (
     LatencySummary,
     TimingTrust,
     TrustRule,
+    carryover_reasons,
     unstable_reasons,
 )
 
@@ -67,6 +68,8 @@ class TimingPolicy:
     seed: int = 0
     unstable_width: float = 0.10  # a speedup interval wider than ±10% is unstable
     unstable_cpu_share: float = 0.25  # other processes using over 25% of the machine: unstable
+    # A model over 20% slower right after the other than right after itself: the pairing is suspect.
+    carryover_tolerance: float = 0.20
     remeasure: int = 2  # re-measurements of an unstable measurement before it is kept as unstable
     remeasure_pause_s: float = 5.0  # wait before a re-measurement, for a passing burst to end
 
@@ -295,6 +298,7 @@ def measure_speedup(
     order_rng = rng if rng is not None else random.Random(policy.seed)
     attempts: list[tuple[InterleavedRun, HostLoad, IntervalEstimate | None, tuple[str, ...]]] = []
     results: list[dict[str, list[tuple[object, ...]]]] = []
+    settled = False
     for attempt in range(1, policy.remeasure + 2):
         if attempt > 1:
             sleep(policy.remeasure_pause_s)
@@ -319,15 +323,17 @@ def measure_speedup(
             raise RuntimeError("the host monitor recorded nothing")
         speedup = _speedup(run.round_ratios(), policy)
         reasons = unstable_reasons(speedup, monitor.load, policy.rule, rounds=run.rounds)
-        attempts.append((run, monitor.load, speedup, reasons))
-        if not reasons:
+        carried = carryover_reasons(run, tolerance=policy.carryover_tolerance)
+        attempts.append((run, monitor.load, speedup, reasons + carried))
+        settled = not reasons
+        if settled:  # a carry-over is the pairing's, not the moment's: re-measuring would not cure it
             break
     history = tuple(
         AttemptSummary(speedup=s, other_cpu_share=h.other_cpu_share, reasons=r) for _, h, s, r in attempts
     )
     widths = [math.inf if s is None else s.relative_half_width for _, _, s, _ in attempts]
     index = len(attempts) - 1
-    if attempts[index][3]:  # every attempt unstable: keep the most informative one
+    if not settled:  # every attempt unstable: keep the most informative one
         index = min(range(len(attempts)), key=widths.__getitem__)
     run, load, speedup, reasons = attempts[index]
     trust = _trust(run, load, speedup=speedup, reasons=reasons, history=history, policy=policy)

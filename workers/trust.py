@@ -191,6 +191,27 @@ class InterleavedRun:
             b / c for b, c in zip(self.round_medians(BASELINE), self.round_medians(CANDIDATE), strict=True)
         ]
 
+    def carryover(self, *, least: int = 3) -> dict[str, float | None]:
+        """Per subject: the median of its blocks that ran right after the other subject's block over the
+        median of those that ran right after its own (the round order is random, so both happen). Above 1,
+        the other model slows what runs after it (worker threads that keep spinning after a call, caches it
+        evicted), which would pass for a speedup. None with fewer than ``least`` blocks of either kind."""
+        blocks = {BASELINE: self.round_medians(BASELINE), CANDIDATE: self.round_medians(CANDIDATE)}
+        after: dict[str, dict[bool, list[float]]] = {s: {True: [], False: []} for s in blocks}
+        previous: str | None = None
+        for index, first in enumerate(self.first):
+            second = CANDIDATE if first == BASELINE else BASELINE
+            for subject in (first, second):
+                if previous is not None:
+                    after[subject][previous != subject].append(blocks[subject][index])
+                previous = subject
+        found: dict[str, float | None] = {}
+        for subject, kinds in after.items():
+            other, own = kinds[True], kinds[False]
+            enough = len(other) >= least and len(own) >= least
+            found[subject] = statistics.median(other) / statistics.median(own) if enough else None
+        return found
+
     def to_json(self) -> dict[str, Any]:
         return {
             "baseline": [list(r) for r in self.baseline],
@@ -242,6 +263,22 @@ def unstable_reasons(
         reasons.append(
             f"the host was busy ({load_text}other processes used {host.other_cpu_share:.0%} of the CPU)"
         )
+    return tuple(reasons)
+
+
+def carryover_reasons(run: InterleavedRun, *, tolerance: float) -> tuple[str, ...]:
+    """Why the pairing itself is suspect: one model runs more than ``tolerance`` slower right after the
+    other than right after itself (``InterleavedRun.carryover``), so the ratio measures the interference
+    as well as the models. Re-measuring does not cure it; it is kept as a reason."""
+    names = {BASELINE: ("the baseline", "the candidate"), CANDIDATE: ("the candidate", "the baseline")}
+    reasons = []
+    for subject, ratio in run.carryover().items():
+        if ratio is not None and ratio > 1 + tolerance:
+            slowed, by = names[subject]
+            reasons.append(
+                f"{slowed} ran {ratio - 1:.0%} slower right after {by} than right after itself: {by} "
+                f"slows what runs next (e.g. threads that keep spinning), so the speedup is not the models' alone"
+            )
     return tuple(reasons)
 
 

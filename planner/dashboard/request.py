@@ -82,10 +82,15 @@ def measurement_for(candidate: Candidate) -> roi.ModelMeasurement:
     m = candidate.measurement
     if m is None:
         raise ValueError(f"candidate {candidate.pk} is not measured")
+    return roi_measurement(m, key=str(candidate.pk), name=candidate.label, is_baseline=candidate.is_baseline)
+
+
+def roi_measurement(m: Measurement, *, key: str, name: str, is_baseline: bool) -> roi.ModelMeasurement:
+    """roi's input for a measurement, stored or not (poc_benchmark reads one straight from the runner)."""
     return roi.ModelMeasurement(
-        key=str(candidate.pk),
-        name=candidate.label,
-        is_baseline=candidate.is_baseline,
+        key=key,
+        name=name,
+        is_baseline=is_baseline,
         accuracy=m.accuracy,
         latency=[_roi_point(p) for p in m.latency],
         device_hours=m.device_hours,

@@ -28,6 +28,9 @@ def session(source: Any, *, threads: int | None = None) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # Idle worker threads sleep instead of spinning: a spinning pool keeps the cores busy after each call,
+    # slowing whatever runs next (the HTTP server and batcher of a replica, or the model timed after it).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

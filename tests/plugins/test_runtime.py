@@ -167,3 +167,24 @@ def test_candidates_are_served_on_the_requests_runtime_unless_they_end_in_a_quan
     quantized = [*distill, {"technique": "quantize.dynamic-int8", "params": {}}]
     steps, note = served_pipeline(quantized, "onnxruntime")
     assert steps == quantized and note.startswith("PyTorch: a model changed by quantize.dynamic-int8")
+
+
+def test_onnxruntime_sessions_do_not_spin_after_a_call():
+    """Spinning worker threads would slow whatever runs next on the cores (the model timed after it, a
+    replica's server): the sessions the technique builds turn it off."""
+    from onnx import TensorProto, helper
+
+    from plugins.runtime.onnx_runtime import session
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    built = session(model.SerializeToString(), threads=1)
+    assert built.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert built.run(None, {"x": np.array([[-1.0, 2.0, -3.0, 4.0]], dtype=np.float32)})[0].tolist() == [
+        [0.0, 2.0, 0.0, 4.0]
+    ]

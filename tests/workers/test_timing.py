@@ -24,6 +24,7 @@ from workers.trust import (
     IntervalEstimate,
     TimingTrust,
     TrustRule,
+    carryover_reasons,
     unstable_reasons,
 )
 
@@ -324,3 +325,54 @@ def test_what_the_units_return_comes_back_per_round_from_the_kept_attempt_only()
         # Attempt 1: 2 warm-up + 30 timed calls; attempt 2: 2 warm-up, then calls 35 to 64 are its rounds.
         assert [n for row in rows for _, n in row] == list(range(35, 65))
         assert {who for row in rows for who, _ in row} == {name}
+
+
+def spinning_units(clock: FakeClock, *, spin_s: float):
+    """A baseline (3 ms) and a candidate (1 ms) whose threads keep the CPU busy for ``spin_s`` after each
+    call: whatever starts within that time runs at half speed (fake time)."""
+    state = {"busy_until": -1.0}
+
+    def slowed(seconds: float) -> float:
+        overlap = max(0.0, min(seconds, state["busy_until"] - clock.now))
+        return seconds + overlap  # half speed while the other's threads spin
+
+    def baseline() -> None:
+        clock.now += slowed(0.003)
+
+    def candidate() -> None:
+        clock.now += 0.001
+        state["busy_until"] = clock.now + spin_s
+
+    return baseline, candidate
+
+
+def test_a_candidate_that_slows_what_runs_next_is_caught_by_its_carryover():
+    """The candidate's spinning threads slow the baseline's next iteration: its blocks right after the
+    candidate are slower than those right after itself, which would inflate the speedup. The pairing is
+    marked unstable with the reason, and not re-measured (re-measuring cannot cure it)."""
+    clock = FakeClock()
+    baseline, candidate = spinning_units(clock, spin_s=0.002)
+    pauses: list[float] = []
+    policy = TimingPolicy(warmup=2, iterations_per_round=1, min_rounds=40, max_rounds=40, remeasure=2)
+    trust = measure_speedup(
+        baseline, candidate, policy=policy, clock=clock, host=host_at(0.0), sleep=pauses.append
+    ).trust
+    assert pauses == [] and trust.attempts == 1
+    assert trust.status == "unstable"
+    assert any("the baseline ran 67% slower right after the candidate" in r for r in trust.reasons)
+
+
+def test_carryover_is_near_one_for_models_that_do_not_interfere():
+    clock = FakeClock()
+    policy = TimingPolicy(warmup=2, iterations_per_round=3, min_rounds=40, max_rounds=40)
+    run = time_interleaved(unit(clock, 0.003), unit(clock, 0.001), policy=policy, clock=clock)
+    carried = run.carryover()
+    assert carried[BASELINE] == pytest.approx(1.0) and carried[CANDIDATE] == pytest.approx(1.0)
+    assert carryover_reasons(run, tolerance=0.2) == ()
+    few = time_interleaved(
+        unit(clock, 0.003),
+        unit(clock, 0.001),
+        policy=TimingPolicy(warmup=1, min_rounds=2, max_rounds=2),
+        clock=clock,
+    )
+    assert few.carryover() == {BASELINE: None, CANDIDATE: None}  # too few blocks of each kind

@@ -184,6 +184,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--peak-rps", type=float, default=40.0, help="Peak traffic for the replicas before/after goodput."
         )
+        parser.add_argument(
+            "--requests-per-day",
+            type=Decimal,
+            default=Decimal("20000000"),
+            help="Traffic for the recommendation printed per run (with --target-ms as the p95 target, "
+            "default 50 ms; text generation: TTFT 500 ms and --itl-target-ms or 100 ms per token; a 97%% "
+            "accuracy floor and 40 engineering hours at 100/h).",
+        )
         parser.add_argument("--json", dest="json_out", help="Also write every figure to this JSON file.")
 
     def handle(self, *args, **opts):
@@ -245,6 +253,9 @@ class Command(BaseCommand):
                 for r in results
             ]
             Path(opts["json_out"]).write_text(json.dumps(rows, indent=2, default=str))
+        self.stdout.write("")
+        for key, results in runs.items():
+            self._print_recommendation(key, results, candidates, task, opts)
 
     def _run(self, task, model_dir, candidates, config, opts):
         from workers.runner import PocError, PocSpec, run_poc
@@ -444,6 +455,48 @@ class Command(BaseCommand):
                 f"{f'b≤{goodput.max_batch}, {goodput.max_wait_ms:g} ms':>12} {replicas:>13} "
                 f"{searched:>8.1f} {timed:>8.1f} {(searched / timed if timed else 0):>6.0%}"
             )
+
+    def _print_recommendation(self, key, results, candidates, task, opts):
+        """What the planner would recommend from this run's figures (planner.roi over the measurements, the
+        same arithmetic as the dashboard): switch, keep, blocked, or undecided and what to re-run."""
+        from planner import roi
+        from planner.dashboard.request import roi_measurement
+
+        labels = {c.key: registry.pipeline_label(c.pipeline) or "baseline" for c in candidates}
+        models = [
+            roi_measurement(r.measurement, key=r.key, name=labels[r.key], is_baseline=r.key == "0")
+            for r in results
+            if r.ok
+        ]
+        if not any(m.is_baseline for m in models):
+            self.stdout.write(f"{key[0]}, run {key[1]}: no recommendation (the baseline failed)")
+            return
+        generative = task == CAUSAL_LM
+        target = Decimal(str(opts["target_ms"] or (500 if generative else 50)))
+        itl = Decimal(str(opts["itl_target_ms"] or 100)) if generative else None
+        economics = roi.Economics(
+            requests_per_day=opts["requests_per_day"],
+            price_per_hour=opts["price_per_hour"],
+            p95_target_ms=target,
+            accuracy_floor_pct_of_baseline=None if generative else Decimal(97),
+            target_utilisation=opts["utilisation"],
+            engineering_hours=Decimal(40),
+            engineering_rate=Decimal(100),
+            task=roi.CAUSAL_LM if generative else roi.CLASSIFICATION,
+            per_token_target_ms=itl,
+            output_tokens_per_request=opts["reply_tokens"],
+        )
+        report = roi.evaluate(models, economics)
+        rec = report.recommendation
+        text = rec.outcome + (f": {rec.name}" if rec.name else "")
+        if rec.outcome == roi.UNDECIDED:
+            text += f" (pending {', '.join(rec.pending)}; re-run: {rec.rerun})"
+        if rec.within_uncertainty:
+            text += f" ({rec.within_uncertainty} is cheaper at the measured figures, within the intervals)"
+        monthly = report.baseline.monthly_cost
+        chosen = report.row(rec.key).monthly_cost if rec.key else None
+        costs = f"; monthly {monthly} → {chosen}" if monthly is not None and chosen is not None else ""
+        self.stdout.write(f"{key[0]}, run {key[1]}: recommendation {text}{costs}")
 
     @staticmethod
     def _cost(tokens_per_s: float, opts) -> Decimal:
