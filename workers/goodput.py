@@ -218,23 +218,37 @@ def predict_rates(
 
 
 def lognormal_service(
-    p50_s: dict[int, float], p95_s: dict[int, float], seed: int = 0
+    p50_s: dict[int, float],
+    p95_s: dict[int, float],
+    seed: int = 0,
+    *,
+    mean_s: dict[int, float] | None = None,
 ) -> Callable[[int], float]:
     """Batch times drawn at random with the measured median and p95 at each timed batch size (linear
     between sizes, see ``interpolated``): a log-normal with μ = ln p50 and σ = ln(p95 ÷ p50) ÷ 1.645, which
-    has exactly that median and p95; where a size has no p95 (too few samples), its median every time.
-    Seeded, so a simulation is reproducible."""
+    has exactly that median and p95. Where a size has no p95 (too few samples), σ comes from its mean
+    instead (a log-normal's mean is its median × e^(σ²/2)); with neither above the median, the median
+    every time. Seeded, so a simulation is reproducible."""
     import random
 
-    median = interpolated(p50_s)
-    tail = interpolated({b: p95_s.get(b) or p50_s[b] for b in p50_s})
-    rng = random.Random(seed)
     z95 = NormalDist().inv_cdf(0.95)
+    means = mean_s or {}
+
+    def sigma(batch: int) -> float:
+        median, tail, mean = p50_s[batch], p95_s.get(batch), means.get(batch)
+        if tail is not None and tail > median > 0:
+            return math.log(tail / median) / z95
+        if mean is not None and mean > median > 0:
+            return math.sqrt(2 * math.log(mean / median))
+        return 0.0
+
+    median_of = interpolated(p50_s)
+    sigma_of = interpolated({b: sigma(b) for b in p50_s})
+    rng = random.Random(seed)
 
     def draw(batch: int) -> float:
-        m, q = median(batch), tail(batch)
-        sigma = math.log(q / m) / z95 if q > m > 0 else 0.0
-        return m * math.exp(rng.gauss(0.0, sigma)) if sigma else m
+        spread = sigma_of(batch) if batch >= min(p50_s) else sigma(min(p50_s))
+        return median_of(batch) * math.exp(rng.gauss(0.0, spread)) if spread else median_of(batch)
 
     return draw
 

@@ -105,7 +105,7 @@ def _service_times(latency: Sequence[Any], *, seed: int) -> tuple[Any, Any]:
     if all(p.ttft_p50_ms is not None and p.itl_p50_ms is not None for p in latency):
         first = lognormal_service(seconds("ttft_p50_ms"), seconds("ttft_p95_ms"), seed)
         return first, lognormal_service(seconds("itl_p50_ms"), seconds("itl_p95_ms"), seed + 1)
-    return lognormal_service(seconds("p50_ms"), seconds("p95_ms"), seed), None
+    return lognormal_service(seconds("p50_ms"), seconds("p95_ms"), seed, mean_s=seconds("mean_ms")), None
 
 
 def _static_bound(point: Any, tokens: int) -> float:

@@ -565,3 +565,40 @@ def test_too_few_samples_for_a_p95_leaves_it_blank_and_asks_for_more_rounds(
     assert "too few samples (50 of the 100 a p95 needs)" in _row(body, base)
     assert "with more rounds" in _section(body, "card-recommendation")
     assert "Re-run the PoC with more rounds" in _section(body, "rerun")
+
+
+@pytest.mark.parametrize("method", ["served", "simulated"])
+def test_the_goodput_chart_says_where_its_trials_ran(client_logged_in, scenario, method):
+    """A served search says what the batch times predicted; a simulated one says its trials ran on a
+    virtual clock (the figures are arithmetic over the measurements, not a served run)."""
+    from dataclasses import replace
+
+    from workers.record import Goodput
+
+    candidate = scenario.candidates.exclude(pipeline=[]).first()
+    goodput = Goodput(
+        rps=6.2 if method == "simulated" else 312.0,
+        share=0.95,
+        max_batch=8,
+        max_wait_ms=2.0,
+        requests=10_000,
+        duration_s=20.0,
+        batching="static",
+        target_ms=30.0,
+        attainment=0.96,
+        attainment_low=0.955,
+        attainment_high=0.964,
+        static_rps=400.0,
+        curve=((6.0, 0.97, 25.0),),
+        predicted_rps=330.5,
+        method=method,
+    )
+    candidate.set_measurement(replace(candidate.measurement, goodput=goodput))
+    candidate.save()
+    body = client_logged_in.get(
+        reverse("planner:candidate-measurement", args=[scenario.pk, candidate.pk])
+    ).content.decode()
+    assert 'id="goodput-chart"' in body
+    simulated = "These trials ran on a virtual clock with the measured batch times" in body
+    predicted = "The measured batch times predicted 330.5 req/s" in body
+    assert (simulated, predicted) == ((True, False) if method == "simulated" else (False, True))

@@ -271,3 +271,11 @@ def test_a_fast_model_is_served_and_its_figure_is_a_real_trials():
     )
     assert found.method == "served" and found.predicted_rps is not None
     assert found.rps == pytest.approx(md1_goodput(0.050, 0.95, SERVICE), rel=0.08)
+
+
+def test_lognormal_service_takes_its_spread_from_the_mean_where_no_p95_was_measured():
+    """Median 10 ms, mean 11 ms, no p95: σ = √(2 ln 1.1), so the draws' mean is 11 ms and median 10 ms."""
+    draw = lognormal_service({8: 0.010}, {}, seed=5, mean_s={8: 0.011})
+    values = np.array([draw(8) for _ in range(40_000)])
+    assert np.median(values) == pytest.approx(0.010, rel=0.02)
+    assert values.mean() == pytest.approx(0.011, rel=0.02)
